@@ -1,0 +1,16 @@
+"""Shared fixtures. Tests use the real Fashion-MNIST (offline route) or tiny generated tensors."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def test_split():
+    """The real test split as the fast TensorDataset (x0 (10000, 1, 32, 32) in [-1, 1], labels)."""
+    from minildm.data import load_tensors
+    return load_tensors("test")

@@ -1,0 +1,53 @@
+"""The repository's promises: environment.yml agrees with pyproject, README quick start matches CI."""
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_agrees_with_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    major, minor = map(int, python.split("=")[1].split(".")[:2])
+    required = _pyproject()["project"]["requires-python"]
+    low = tuple(map(int, re.match(r">=\s*(\d+)\.(\d+)", required).groups()))
+    assert (major, minor) >= low, f"environment.yml python {major}.{minor} below requires-python {required}"
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert "-e .[dev]" in pip_section, "environment.yml must install the package with its dev extra"
+    conda_names = {re.split(r"[=<>]", d)[0] for d in deps if isinstance(d, str)} - {"python", "pip"}
+    declared = {re.split(r"[=<>\[ ;]", d)[0].lower() for d in _pyproject()["project"]["dependencies"]}
+    assert conda_names <= declared, f"conda packages {conda_names - declared} missing from pyproject"
+
+
+def test_dev_extra_has_the_test_tools():
+    dev = {re.split(r"[=<>\[ ;]", d)[0].lower() for d in _pyproject()["project"]["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "jupyterlab", "ipykernel", "ipywidgets"} <= dev
+
+
+def test_readme_quick_start_is_three_commands_and_ci_runs_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```(?:bash)?\n(.*?)```", readme, re.S)
+    assert block, "README needs a '## Quick start' section with one code block"
+    commands = [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert len(commands) == 3, commands
+    assert commands[0].strip() == 'pip install -e ".[dev]"'
+    assert commands[2].strip() == "pytest"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -e ".[dev]"' in ci and re.search(r"^\s*pytest\b", ci, re.M)
+
+
+def test_python_version_supported():
+    assert sys.version_info >= (3, 10)

@@ -1,0 +1,104 @@
+"""Build the course notebooks from their percent-format sources and run them.
+
+    python tools/nb.py build            # notebooks/_src/*.py -> notebooks/*.ipynb (no outputs)
+    python tools/nb.py run 00 01        # build, then execute in place (a normal, full run) to commit outputs
+    python tools/nb.py check            # fail if any .ipynb's code/markdown differs from its source
+
+Sources use the jupytext "percent" format: `# %%` starts a code cell, `# %% [markdown]` a Markdown cell
+whose lines start with `# `. Editing the .py source and rebuilding keeps diffs readable.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC, OUT = ROOT / "notebooks" / "_src", ROOT / "notebooks"
+
+
+def parse(text: str) -> list[tuple[str, str]]:
+    cells, kind, lines = [], None, []
+
+    def flush():
+        if kind is not None:
+            body = "\n".join(lines).strip("\n")
+            cells.append((kind, body))
+
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            flush()
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+            continue
+        if kind == "markdown":
+            line = line[2:] if line.startswith("# ") else line.lstrip("#")
+        if kind is not None:
+            lines.append(line)
+    flush()
+    return cells
+
+
+def to_notebook(src: Path) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    for kind, body in parse(src.read_text()):
+        cell = nbformat.v4.new_markdown_cell(body) if kind == "markdown" else nbformat.v4.new_code_cell(body)
+        cell.pop("id", None)
+        nb.cells.append(cell)
+    nbformat.validator.normalize(nb)
+    return nb
+
+
+def sources(names: list[str]) -> list[Path]:
+    found = sorted(SRC.glob("*.py"))
+    if names:
+        found = [p for p in found if any(p.stem.startswith(n) for n in names)]
+    if not found:
+        sys.exit(f"no notebook sources match {names} in {SRC}")
+    return found
+
+
+def build(names: list[str]) -> list[Path]:
+    built = []
+    for src in sources(names):
+        target = OUT / f"{src.stem}.ipynb"
+        nbformat.write(to_notebook(src), target)
+        built.append(target)
+        print(f"built {target.relative_to(ROOT)}")
+    return built
+
+
+def run(names: list[str]) -> None:
+    for target in build(names):
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
+                        "--ExecutePreprocessor.timeout=7200", str(target)], check=True, cwd=OUT)
+        print(f"ran {target.name} in {time.time() - start:.0f} s")
+
+
+def check(names: list[str]) -> int:
+    bad = 0
+    for src in sources(names):
+        target = OUT / f"{src.stem}.ipynb"
+        want = [(k, b) for k, b in parse(src.read_text())]
+        have = [(c.cell_type, c.source) for c in nbformat.read(target, as_version=4).cells] if target.exists() else []
+        if want != have:
+            print(f"{target.name} differs from {src.name}: run `python tools/nb.py run {src.stem[:2]}`")
+            bad += 1
+    return bad
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:] or ["build"]
+    if cmd == "build":
+        build(args)
+    elif cmd == "run":
+        run(args)
+    elif cmd == "check":
+        sys.exit(1 if check(args) else 0)
+    else:
+        sys.exit(__doc__)
