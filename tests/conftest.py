@@ -5,8 +5,12 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seed every test; use one thread (tiny tensors run faster so, and a busy 2-core machine does not thrash)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,188 @@
+"""Training loop, checkpoints, sampling pipeline and CLI: resume, NaN stop, seeds, clear errors."""
+import json
+
+import pytest
+import torch
+
+from minildm import checkpoints
+from minildm.checkpoints import CheckpointError, load_model, save_model
+from minildm.cli import main as cli_main
+from minildm.models.unet import UNet, UNetConfig
+from minildm.pipelines.diffusion import sample, sample_batched
+from minildm.schedulers import DDIMScheduler, DDPMScheduler
+from minildm.training import TrainConfig, TrainingDiverged, drop_condition, train_diffusion
+
+TINY = dict(base_channels=8, channel_mults=(1, 2), attention=("none", "full"), heads=1, head_dim=8, groups=4,
+            time_dim=16, cross_attention=(False, False))
+
+
+def tiny_unet(**kw):
+    torch.manual_seed(0)
+    return UNet(UNetConfig(image_size=8, **{**TINY, **kw}))
+
+
+def tiny_data(n=48, with_labels=False):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return torch.utils.data.TensorDataset(x0, labels) if with_labels else torch.utils.data.TensorDataset(x0)
+
+
+SCHED = DDPMScheduler(100, beta_schedule="cosine")
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=16, checkpoint_every=3, warmup_steps=2)
+    straight = train_diffusion(tiny_unet(), SCHED, tiny_data(), cfg, progress=False)
+    ckpt = tmp_path / "state"
+    train_diffusion(tiny_unet(), SCHED, tiny_data(), TrainConfig(**{**cfg.__dict__, "steps": 3}),
+                    checkpoint=ckpt, progress=False)
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 3
+    resumed = train_diffusion(tiny_unet(), SCHED, tiny_data(), cfg, checkpoint=ckpt, progress=False)
+    assert resumed.losses == straight.losses
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema.parameters(), resumed.ema.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path):
+    ckpt = tmp_path / "state"
+    train_diffusion(tiny_unet(), SCHED, tiny_data(), TrainConfig(steps=2, batch_size=16, checkpoint_every=1),
+                    checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="trained with model config"):
+        train_diffusion(tiny_unet(base_channels=16), SCHED, tiny_data(), TrainConfig(steps=4, batch_size=16),
+                        checkpoint=ckpt, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    ckpt = tmp_path / "state"
+    data = tiny_data(n=32)
+    train_diffusion(tiny_unet(), SCHED, data, TrainConfig(steps=2, batch_size=16, checkpoint_every=1),
+                    checkpoint=ckpt, progress=False)
+    before = (tmp_path / "state.safetensors").read_bytes()
+
+    class Diverging(UNet):  # a model whose output blows up, as after a too-large learning rate
+        def forward(self, x_t, t, cond=None, cond_mask=None):
+            return super().forward(x_t, t, cond, cond_mask) * float("nan")
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 2.*last good checkpoint"):
+        train_diffusion(Diverging(tiny_unet().config), SCHED, data,
+                        TrainConfig(steps=4, batch_size=16, checkpoint_every=1), checkpoint=ckpt, progress=False)
+    assert (tmp_path / "state.safetensors").read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_loss_decreases_on_a_tiny_problem():
+    data = torch.utils.data.TensorDataset(torch.zeros(64, 1, 8, 8) - 1)  # one constant image: easy
+    result = train_diffusion(tiny_unet(), SCHED, data, TrainConfig(steps=60, batch_size=32, lr=3e-3,
+                             warmup_steps=5, hflip=False), progress=False)
+    assert sum(result.losses[-10:]) < 0.5 * sum(result.losses[:10])
+
+
+def test_class_conditional_training_needs_labels():
+    with pytest.raises(ValueError, match="no labels"):
+        train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(), TrainConfig(steps=1, batch_size=8),
+                        progress=False)
+    with pytest.raises(ValueError, match="p_uncond > 0 needs"):
+        train_diffusion(tiny_unet(), SCHED, tiny_data(), TrainConfig(steps=1, batch_size=8, p_uncond=0.1),
+                        progress=False)
+    out = train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(with_labels=True),
+                          TrainConfig(steps=2, batch_size=8, p_uncond=0.2), progress=False)
+    assert len(out.losses) == 2
+
+
+def test_drop_condition_rate_and_null():
+    labels = torch.zeros(20_000, dtype=torch.long)
+    dropped = drop_condition(labels, 0.15, null=10, generator=torch.Generator().manual_seed(0))
+    rate = (dropped == 10).float().mean().item()
+    assert abs(rate - 0.15) < 4 * (0.15 * 0.85 / 20_000) ** 0.5
+    assert set(dropped.unique().tolist()) == {0, 10}
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        TrainConfig(loss="l3")
+    with pytest.raises(ValueError, match="p_uncond"):
+        TrainConfig(p_uncond=1.0)
+
+
+def test_sampling_is_reproducible_and_seed_dependent():
+    model, ddpm = tiny_unet(), DDPMScheduler(50)
+    a = sample(model, ddpm, 3, torch.Generator().manual_seed(1), progress=False).images
+    b = sample(model, ddpm, 3, torch.Generator().manual_seed(1), progress=False).images
+    c = sample(model, ddpm, 3, torch.Generator().manual_seed(2), progress=False).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (3, 1, 8, 8) and a.min() >= -1 and a.max() <= 1
+
+
+def test_ddim_pipeline_intermediates_and_batched():
+    model, ddim = tiny_unet(), DDIMScheduler(50)
+    out = sample(model, ddim, 2, torch.Generator().manual_seed(0), num_inference_steps=10,
+                 return_intermediates=True, progress=False)
+    assert len(out.intermediates) == 11 and len(out.pred_x0s) == 10
+    batched = sample_batched(model, ddim, 5, batch_size=2, seed=3, num_inference_steps=5, progress=False)
+    assert batched.shape == (5, 1, 8, 8)
+    assert torch.equal(batched, sample_batched(model, ddim, 5, batch_size=2, seed=3, num_inference_steps=5,
+                                               progress=False))
+
+
+def test_sampling_bad_inputs():
+    model = tiny_unet(num_classes=10)
+    with pytest.raises(ValueError, match="2 conditions for a batch of 3"):
+        sample(model, DDPMScheduler(50), 3, cond=torch.tensor([1, 2]), progress=False)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample(tiny_unet(), DDIMScheduler(50), 2, num_inference_steps=0, progress=False)
+    with pytest.raises(ValueError, match="exceed|more than|larger|cannot be"):
+        sample(tiny_unet(), DDIMScheduler(50), 2, num_inference_steps=51, progress=False)
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    model = tiny_unet()
+    path = save_model(model, tmp_path / "m", meta={"note": "test"})
+    loaded = load_model(UNet, path)
+    assert loaded.meta == {"note": "test"} and loaded.config == model.config
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 7])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t), model.eval()(x, t))
+    assert not list(tmp_path.glob("*.tmp"))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="m.safetensors is corrupt: sha256"):
+        load_model(UNet, path)
+
+
+def test_checkpoint_errors(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="not found.*minildm train"):
+        load_model(UNet, tmp_path / "missing")
+    path = save_model(tiny_unet(), tmp_path / "m")
+    from minildm.models.classifier import FashionClassifier
+    with pytest.raises(CheckpointError, match="holds a UNet, not a FashionClassifier"):
+        load_model(FashionClassifier, path)
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["config"]["wings"] = 2
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not know"):
+        load_model(UNet, path)
+    monkeypatch.setattr(checkpoints, "SHIPPED_DIR", tmp_path / "none")
+    with pytest.raises(CheckpointError, match="no checkpoint named 'nope'"):
+        checkpoints.find("nope")
+
+
+def test_weights_that_do_not_fit_are_explained(tmp_path):
+    path = save_model(tiny_unet(), tmp_path / "m")
+    big = UNet(UNetConfig(image_size=8, **{**TINY, "base_channels": 16}))
+    tensors, _ = checkpoints.load_tensors(path)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        checkpoints.load_state(big, tensors, "m")
+
+
+def test_cli_lists_recipes_and_rejects_unknown(capsys):
+    assert cli_main(["train", "--list"]) == 0
+    assert "ddpm" in capsys.readouterr().out
+    assert cli_main(["train", "dalle"]) == 2
+    assert "unknown recipe 'dalle'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
