@@ -24,6 +24,9 @@ def _train(args) -> int:
         print(f"minildm train: unknown recipe {args.recipe!r}; choose from {', '.join(recipes)} "
               f"(or `minildm train --list`).", file=sys.stderr)
         return 2
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if args.recipe == "classifier":
         from minildm.models.classifier import main as train_classifier_main
         return train_classifier_main([] if args.steps is None else ["--epochs", str(args.steps)]) or 0
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="total optimisation steps for diffusion recipes (epochs for the classifier)")
     train.add_argument("--run-dir", default="runs", help="where resumable training state is kept (default: runs/)")
     train.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    train.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch (1 is fastest when other jobs share a small machine)")
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")
     train.add_argument("--export-only", action="store_true",
                        help="export the EMA weights of the run's last checkpoint to data/checkpoints/ and exit")

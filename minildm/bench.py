@@ -1,0 +1,211 @@
+"""`minildm bench`: every shipped checkpoint measured the same way, written to results/metrics.json.
+
+For each model: generate n samples (default 5,000; the sampler and step count are recorded), compute the
+harness metrics (feature-FID with its real-vs-real floor at the same n, class accuracy for conditional
+models), and time training images/s and sampling seconds per image on this machine, side by side with the
+peer each chapter names (diffusers' `UNet2DModel` for the pixel UNet). Rows are merged into
+`results/metrics.json` (a row is replaced only when it is measured again) and rendered as
+`results/metrics.md`, which is copied into README.md between the `results` markers.
+
+References:
+    Heusel et al. (2017) FID; Binkowski et al. (2018) on domain-specific features. See minildm.metrics.
+
+Used by every chapter's closing metrics table; documented in README.md.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from minildm import checkpoints, metrics
+from minildm.models.unet import UNet
+from minildm.pipelines.diffusion import sample_batched
+from minildm.recipes import device_description
+from minildm.schedulers import DDIMScheduler, DDPMScheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+_D, _AD, _U, _AU = "DownBlock2D", "AttnDownBlock2D", "UpBlock2D", "AttnUpBlock2D"
+PEERS = {  # diffusers UNet2DModel configs; all use layers_per_block=1, norm_num_groups=8, attention_head_dim=32
+    # minildm's default layout: widths 16-32-64-128 at 32-16-8-4, self-attention at 8x8 and 4x4
+    "same-layout": dict(block_out_channels=(16, 32, 64, 128), down_block_types=(_D, _D, _AD, _AD),
+                        up_block_types=(_AU, _AU, _U, _U)),
+    # the classic small DDPM UNet: widths 32-64-128 at 32-16-8, self-attention at 8x8
+    "classic": dict(block_out_channels=(32, 64, 128), down_block_types=(_D, _D, _AD), up_block_types=(_AU, _U, _U)),
+    # 4 levels 32-64-128-128, self-attention at 8x8 (~4.3M parameters)
+    "large": dict(block_out_channels=(32, 64, 128, 128), down_block_types=(_D, _D, _AD, _D),
+                  up_block_types=(_U, _AU, _U, _U)),
+}
+
+
+def diffusers_peer(name: str = "same-layout", image_size: int = 32, channels: int = 1):
+    """The diffusers `UNet2DModel` that minildm's pixel UNet is compared with."""
+    from diffusers import UNet2DModel
+    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=1,
+                       norm_num_groups=8, attention_head_dim=32, **PEERS[name])
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: int = 32, channels: int = 1,
+                     steps: int = 10, warmup: int = 3, seed: int = 0) -> float:
+    """Images/s of training steps (forward + MSE + backward + AdamW) after `warmup` steps.
+
+    Works for minildm's `UNet` and diffusers' `UNet2DModel` (whose output is `.sample`).
+    """
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x_t = torch.randn(batch_size, channels, image_size, image_size, device=device)
+    t = torch.randint(0, 1000, (batch_size,), device=device)
+    eps = torch.randn_like(x_t)
+
+    def step():
+        out = model(x_t, t)
+        loss = torch.nn.functional.mse_loss(getattr(out, "sample", out), eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def compare_throughput(models: dict, rounds: int = 3, warmup: int = 3, **kw) -> dict:
+    """Median images/s per model, measured in alternating rounds so machine load hits all alike."""
+    rates = {name: [] for name in models}
+    for r in range(rounds):
+        for name, model in models.items():
+            rates[name].append(train_throughput(model, warmup=warmup if r == 0 else 1, **kw))
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+@torch.no_grad()
+def sample_seconds_per_image(model, scheduler, steps: int | None, n: int = 16, device=None) -> float:
+    start = time.perf_counter()
+    sample_batched(model, scheduler, n, batch_size=n, seed=0, num_inference_steps=steps, device=device,
+                   progress=False)
+    return (time.perf_counter() - start) / n
+
+
+def schedulers_for(model) -> tuple[DDPMScheduler, DDIMScheduler]:
+    meta = model.meta
+    kw = dict(num_train_timesteps=meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
+              prediction_type=meta["prediction_type"])
+    return DDPMScheduler(**kw), DDIMScheduler(**kw)
+
+
+def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
+    model = checkpoints.load_model(UNet, checkpoints.find("ddpm"), device=device)
+    ddpm, ddim = schedulers_for(model)
+    scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
+    images = sample_batched(model, scheduler, n, batch_size=500, seed=0, num_inference_steps=steps_arg, device=device)
+    report = metrics.fid_report(images)
+    timing_steps = 2 if quick else 10
+    peer = diffusers_peer("same-layout").to(device)
+    rates = compare_throughput({"minildm": UNet(model.config).to(device), "diffusers": peer},
+                               rounds=1 if quick else 3, steps=timing_steps)
+    return {
+        **report, "model": "ddpm", "sampler": sampler, "steps": steps if sampler == "ddim" else 1000,
+        "params": num_parameters(model),
+        "train_img_per_s": round(rates["minildm"], 1),
+        "peer": "diffusers UNet2DModel (same layout, %d params)" % num_parameters(peer),
+        "peer_train_img_per_s": round(rates["diffusers"], 1),
+        "speedup_vs_peer": round(rates["minildm"] / rates["diffusers"], 2),
+        "sample_s_per_img": round(sample_seconds_per_image(model, scheduler, steps_arg,
+                                                           n=4 if quick else 32, device=device), 4),
+    }
+
+
+BENCHES = {"ddpm": bench_ddpm}
+
+
+def row_key(row: dict) -> str:
+    return f"{row['model']} / {row['sampler']}-{row['steps']}"
+
+
+def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "metrics.json"
+    existing = json.loads(json_path.read_text()) if json_path.exists() else {}
+    existing.update({row_key(r): r for r in rows})
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
+    tmp.replace(json_path)
+    md_path = out_dir / "metrics.md"
+    md_path.write_text(markdown_table(existing))
+    return json_path, md_path
+
+
+def _fmt(value, spec=".2f"):
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | train img/s (peer) | "
+             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        acc = r.get("class_accuracy")
+        train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
+        lines.append(f"| {key} | {r['n_samples']:,} | {_fmt(r['fid'])} | {_fmt(r['fid_floor'])} | "
+                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {train} | {_fmt(r.get('sample_s_per_img'), '.3f')} | "
+                     f"{r['device']} | {r['date']} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+    return True
+
+
+def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
+        out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True) -> list[dict]:
+    """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`."""
+    models = models or list(BENCHES)
+    unknown = sorted(set(models) - set(BENCHES))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}: choose from {sorted(BENCHES)}.")
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampler {sampler!r}: use ddim or ddpm.")
+    if n < 2:
+        raise ValueError(f"n={n}: FID needs at least 2 samples (5,000 recommended).")
+    if n < 5000:
+        warnings.warn(f"n={n} < 5000: FID is biased upwards and noisy at small n; compare it only with the "
+                      f"floor at the same n (reported beside it).", stacklevel=2)
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name in models:
+        row = BENCHES[name](n, sampler, steps, device, quick)
+        row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
+        rows.append(row)
+        print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "
+              f"ratio {row['fid_ratio']:.2f}")
+    json_path, md_path = write_results(rows, Path(out_dir))
+    if readme and Path(out_dir).resolve() == RESULTS.resolve():
+        update_readme(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return rows
