@@ -1,0 +1,68 @@
+"""`minildm bench`: rows with the promised keys, merged JSON, markdown table, README update, clear errors."""
+import json
+
+import pytest
+
+from minildm import bench
+from minildm.cli import main as cli_main
+
+KEYS = {"n_samples", "sampler", "steps", "fid", "fid_floor", "fid_ratio", "train_img_per_s", "sample_s_per_img",
+        "device", "date", "peer_train_img_per_s", "speedup_vs_peer"}
+
+
+@pytest.fixture(scope="module")
+def quick_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    with pytest.warns(UserWarning, match="n=8 < 5000"):
+        rows = bench.run(["ddpm"], n=8, steps=5, out_dir=out, quick=True, readme=False)
+    return rows, out
+
+
+def test_bench_writes_json_and_markdown(quick_rows):
+    rows, out = quick_rows
+    assert KEYS <= set(rows[0])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert list(saved) == ["ddpm / ddim-5"] and saved["ddpm / ddim-5"]["n_samples"] == 8
+    assert rows[0]["fid_ratio"] == pytest.approx(rows[0]["fid"] / rows[0]["fid_floor"], rel=1e-6)
+    table = (out / "metrics.md").read_text()
+    assert table.startswith("| model / sampler | n |") and "| ddpm / ddim-5 | 8 |" in table
+
+
+def test_rows_merge_and_readme_section_is_replaced(tmp_path):
+    row = {"model": "m", "sampler": "ddim", "steps": 50, "n_samples": 10, "fid": 2.0, "fid_floor": 1.0,
+           "fid_ratio": 2.0, "device": "cpu", "date": "2026-01-01"}
+    bench.write_results([row], tmp_path)
+    bench.write_results([{**row, "steps": 10}], tmp_path)
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"m / ddim-50", "m / ddim-10"}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\nafter\n")
+    assert bench.update_readme("| new |\n", readme)
+    assert readme.read_text() == f"intro\n{bench.README_START}\n| new |\n{bench.README_END}\nafter\n"
+
+
+def test_bench_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.run(["imagen"], n=8, quick=True)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        bench.run(["ddpm"], n=1, quick=True)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        bench.run(["ddpm"], n=8, sampler="euler", quick=True)
+
+
+def test_cli_bench_reports_errors(capsys):
+    assert cli_main(["bench", "imagen", "--quick"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_model_card_is_generated_from_metadata_and_results(tmp_path):
+    from minildm.cards import write_card
+    row = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 5000, "fid": 0.5, "fid_floor": 0.25,
+           "fid_ratio": 2.0, "device": "cpu", "date": "2026-01-01", "sample_s_per_img": 0.1,
+           "train_img_per_s": 200.0, "peer_train_img_per_s": 100.0, "speedup_vs_peer": 2.0}
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps({"ddpm / ddim-50": row, "other / ddim-50": {**row, "model": "other"}}))
+    card = write_card("ddpm", results_path=results, out_dir=tmp_path).read_text()
+    assert "| ddim-50 | 5,000 | 0.500 | 0.250 | 2.00 |" in card
+    assert "other" not in card.split("## Measured")[1].split("## Targets")[0]
+    assert "| training speed vs diffusers UNet2DModel (same layout) | ≥ 1.3x | 2.00 |" in card
+    assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | not measured yet |" in card
