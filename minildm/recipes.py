@@ -71,7 +71,8 @@ def device_description(device: torch.device) -> str:
 
 
 def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
-                 export: bool = True, init_from_shipped: bool = True, progress: bool = True) -> Path:
+                 export: bool = True, init_from_shipped: bool = True, progress: bool = True,
+                 out_dir: str | Path = SHIPPED_DIR) -> Path:
     """Train (or resume) a diffusion recipe and export its EMA weights; returns the exported path.
 
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
@@ -101,10 +102,10 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     dataset = load_tensors("train")
     lineage_path.write_text(json.dumps(lineage, indent=2))
     train_diffusion(model, recipe.scheduler(), dataset, train_cfg, device=device, checkpoint=state, progress=progress)
-    return export_run(name, run_dir) if export else state
+    return export_run(name, run_dir, out_dir) if export else state
 
 
-def export_run(name: str, run_dir: str | Path = "runs") -> Path:
+def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR) -> Path:
     """Export the EMA weights of a run in progress (its last checkpoint) as the shipped checkpoint."""
     recipe = DIFFUSION_RECIPES[name]
     state = Path(run_dir) / name / "state"
@@ -125,4 +126,4 @@ def export_run(name: str, run_dir: str | Path = "runs") -> Path:
         "date": datetime.date.today().isoformat(),
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
     }
-    return save_model(ema, SHIPPED_DIR / name, meta=meta, dtype=torch.float16)
+    return save_model(ema, Path(out_dir) / name, meta=meta, dtype=torch.float16)

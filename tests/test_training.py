@@ -186,3 +186,21 @@ def test_cli_lists_recipes_and_rejects_unknown(capsys):
     assert "unknown recipe 'dalle'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["--help"])
+
+
+def test_recipe_trains_resumes_and_exports(tmp_path, monkeypatch):
+    import dataclasses
+    from minildm import recipes
+    small = dataclasses.replace(recipes.DDPM, model=UNetConfig(image_size=8, **TINY),
+                                train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, warmup_steps=1))
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm", small)
+    monkeypatch.setattr(recipes, "load_tensors", lambda split: tiny_data(n=32))
+    out = recipes.train_recipe("ddpm", steps=2, run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
+                               progress=False)
+    first = load_model(UNet, out)
+    assert first.meta["steps"] == 2 and first.meta["images_seen"] == 16 and first.meta["recipe"] == "ddpm"
+    out = recipes.train_recipe("ddpm", steps=4, run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
+                               progress=False)
+    assert load_model(UNet, out).meta["steps"] == 4  # resumed from runs/ddpm/state, not restarted
+    with pytest.raises(ValueError, match="unknown recipe 'sdxl'"):
+        recipes.train_recipe("sdxl")

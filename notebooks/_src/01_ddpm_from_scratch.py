@@ -73,11 +73,15 @@ def my_extract(coeffs, t, ndim):
 
 def my_q_sample(x0, t, eps):
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps   (DDPM eq. 4)"""
-    ab = my_extract(alpha_bar, t, x0.ndim).to(x0.dtype)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    ab = my_extract(alpha_bar, t, x0.ndim)                   # float64: see the note below
+    return ab.sqrt().to(x0.dtype) * x0 + (1 - ab).sqrt().to(x0.dtype) * eps
 
 
 # %% [markdown]
+# *A numerical note.* Near $t = 0$, $\bar\alpha_t \approx 0.9999$, so $1 - \bar\alpha_t$ keeps only a few significant digits
+# in float32. We keep the schedule in float64 and cast each coefficient to the image dtype at the end, as
+# `minildm` (and diffusers) do; computing `1 - alpha_bar` in float32 gives errors of about $3\times10^{-6}$.
+#
 # Check it against `minildm`'s scheduler (same $\beta$s, same $x_0$, $t$ and $\epsilon$):
 
 # %%
@@ -186,10 +190,11 @@ def my_posterior(x0, x_t, t, betas):
     alphas = 1 - betas
     ab = torch.cumprod(alphas, 0)
     ab_prev = torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
-    b, a, abt, abp = (my_extract(c, t, x_t.ndim).to(x_t.dtype) for c in (betas, alphas, ab, ab_prev))
-    mean = (abp.sqrt() * b / (1 - abt)) * x0 + (a.sqrt() * (1 - abp) / (1 - abt)) * x_t
-    var = (1 - abp) / (1 - abt) * b
-    return mean, var
+    b, a, abt, abp = (my_extract(c, t, x_t.ndim) for c in (betas, alphas, ab, ab_prev))  # float64: 1 - abt cancels near t = 0
+    coef_x0 = (abp.sqrt() * b / (1 - abt)).to(x_t.dtype)
+    coef_xt = (a.sqrt() * (1 - abp) / (1 - abt)).to(x_t.dtype)
+    var = ((1 - abp) / (1 - abt) * b).to(x_t.dtype)
+    return coef_x0 * x0 + coef_xt * x_t, var
 
 
 # %%
@@ -198,7 +203,7 @@ x_t = ref.add_noise(x0, eps, t)
 mine_mean, mine_var = my_posterior(x0, x_t, t, betas)
 ref_mean, ref_var, _ = ref.posterior(x0, x_t, t)
 print("posterior mean matches minildm:", torch.allclose(mine_mean, ref_mean, atol=1e-5))
-print("posterior variance matches minildm:", torch.allclose(mine_var.flatten(), ref_var.flatten().to(mine_var.dtype), atol=1e-8))
+print("posterior variance matches minildm:", torch.allclose(mine_var.flatten(), ref_var.flatten().to(mine_var.dtype), atol=1e-7))
 
 # Bayes' rule numerically, for one scalar: posterior ∝ q(x_t | x_{t-1}) q(x_{t-1} | x0) on a fine grid
 t_b, x0_b, xt_b = 400, 0.3, -0.2
@@ -445,7 +450,7 @@ print("my Algorithm 2 == minildm pipeline (same seed):", torch.allclose(mine.cla
 
 # %%
 out = sample(model, scheduler, N_SHOW, torch.Generator().manual_seed(0), return_intermediates=True,
-             intermediate_every=20)
+             intermediate_every=25)
 viz.show_grid(out.images, nrow=8, title="DDPM, 1000 steps (reference checkpoint)")
 plt.show()
 
@@ -455,11 +460,14 @@ plt.show()
 
 # %%
 from IPython.display import Image as ShowImage
-gif_path = viz.save_gif([f[:16] for f in out.intermediates], "../runs/01_reverse_process.gif", nrow=8)
-steps_shown = [f"t={max(0, T - 20 * i)}" if i else "x_T" for i in range(len(out.intermediates))]
+n_frames = len(out.intermediates)   # x_T, then every 25 steps; most structure appears near the end,
+keep = [i for i in range(n_frames) if i % 4 == 0 or i >= n_frames - 13]   # so keep every frame there
+gif_path = viz.save_gif([out.intermediates[i][:8] for i in keep], "../runs/01_reverse_process.gif", nrow=8,
+                        duration_ms=120, upscale=1)
+steps_shown = [f"t={max(0, T - 25 * i)}" if i else "x_T" for i in range(n_frames)]
 viz.show_gif_frames(out.intermediates, n_show=10, index=3, labels=steps_shown)
 plt.show()
-ShowImage(filename=str(gif_path))
+ShowImage(filename=str(gif_path), width=560)
 
 # %% [markdown]
 # ## 7. DDIM: the same model, 20× fewer steps
@@ -479,8 +487,8 @@ ShowImage(filename=str(gif_path))
 def my_ddim_step(eps_pred, t, s, x_t, alpha_bar, eta=0.0, noise=None):
     ab_t = alpha_bar[t]
     ab_s = alpha_bar[s] if s >= 0 else torch.tensor(1.0, dtype=alpha_bar.dtype)
-    pred_x0 = ((x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()).clamp(-1, 1)
-    eps_pred = (x_t - ab_t.sqrt() * pred_x0) / (1 - ab_t).sqrt()                # eps consistent with the clipped x0
+    pred_x0 = ((x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()).clamp(-1, 1)  # "predicted x0", clipped
+    # the direction term keeps the model's own eps (diffusers' default, use_clipped_model_output=False)
     sigma = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).sqrt()   # DDIM eq. (16)
     x_s = ab_s.sqrt() * pred_x0 + (1 - ab_s - sigma ** 2).sqrt() * eps_pred      # DDIM eq. (12)
     return x_s + sigma * noise if eta > 0 else x_s
@@ -556,13 +564,60 @@ for key, r in results.items():
 # `data/checkpoints/ddpm.md` lists them with the commands that measure them.
 #
 # ## Exercises
-# 1. **`q_sample`.** Write `q_sample(x0, t, eps, alpha_bar)` without looking above; compare with
-#    `DDPMScheduler.add_noise`. What goes wrong if you forget the square roots?
-# 2. **The posterior mean.** Re-derive $\tilde\mu_t$ from the precision-weighted mean and implement it; check
-#    it with `DDPMScheduler.posterior` at $t = 1$ and $t = T - 1$ (the edges are where off-by-one errors hide).
-# 3. **One DDIM step.** Implement `ddim_step(eps_pred, t, s, x_t, alpha_bar, eta)` and check it with
-#    `DDIMScheduler.step` for $\eta = 0$; then show that for $\eta = 1$ its variance equals $\tilde\beta$ when $s = t - 1$.
+#
+# Each exercise has an automatic check in `minildm.exercises`: it runs your function on random and edge
+# inputs (t = 0, t = T - 1, per-sample t, float64, latent shapes) against the reference, and when it fails it
+# says which case, expected vs got, and — if your result matches a typical mistake — which one. Here is what a
+# failure looks like, for a `q_sample` that forgot a square root:
+
+# %%
+from minildm.exercises import ExerciseFailed, check_ddim_step, check_posterior_mean, check_q_sample
+
+
+def q_sample_with_a_bug(x0, t, eps, alpha_bar):
+    ab = my_extract(alpha_bar, t, x0.ndim)
+    return (ab.sqrt() * x0 + (1 - ab) * eps).to(x0.dtype)          # should be (1 - ab).sqrt() * eps
+
+
+try:
+    check_q_sample(q_sample_with_a_bug)
+except ExerciseFailed as err:
+    print(err)
+
+# %% [markdown]
+# 1. **`q_sample(x0, t, eps, alpha_bar) -> x_t`.** Write it without looking at section 1, then run
+#    `check_q_sample(q_sample)`.
+# 2. **`posterior_mean(x0, x_t, t, betas) -> mean`.** Re-derive $\tilde\mu_t$ from the precision-weighted mean and
+#    implement it; `check_posterior_mean` tests the edges $t = 0$ and $t = T - 1$, where off-by-one errors hide.
+# 3. **`ddim_step(eps_pred, t, t_prev, x_t, alpha_bar) -> x_prev`** for $\eta = 0$ without clipping
+#    (`t_prev = -1` means $\bar\alpha_{\text{prev}} = 1$); check with `check_ddim_step`. Then show that for $\eta = 1$
+#    the variance equals $\tilde\beta_t$ when $t_{\text{prev}} = t - 1$.
 # 4. Sample with the *linear* schedule's scheduler but the cosine-trained model. What happens, and why?
+#
+# The cell below runs the checks on this notebook's own versions; replace them with yours.
+
+# %%
+def q_sample(x0, t, eps, alpha_bar):
+    ab = my_extract(alpha_bar, t, x0.ndim)
+    return ab.sqrt().to(x0.dtype) * x0 + (1 - ab).sqrt().to(x0.dtype) * eps
+
+
+def posterior_mean(x0, x_t, t, betas):
+    return my_posterior(x0, x_t, t, betas)[0]
+
+
+def ddim_step(eps_pred, t, t_prev, x_t, alpha_bar):
+    ab_t = alpha_bar[t]
+    ab_prev = alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), dtype=alpha_bar.dtype)
+    pred_x0 = (x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()
+    return ab_prev.sqrt() * pred_x0 + (1 - ab_prev).sqrt() * eps_pred
+
+
+check_q_sample(q_sample)
+check_posterior_mean(posterior_mean)
+check_ddim_step(ddim_step)
+
+# %% [markdown]
 #
 # ## Summary
 # - The forward process has a closed form, so training needs one noisy sample per image per step (eq. 4).
