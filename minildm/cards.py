@@ -70,7 +70,8 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         f"{meta.get('images_seen', 0) / 60000:.1f} epochs).",
         f"- Wall-clock: {meta.get('wall_clock_s', 0):,.0f} s ({hours:.2f} h) on {meta.get('device')}; torch "
         f"{meta.get('torch')}; exported {meta.get('date')}.",
-        f"- Mean loss over the last 100 steps: {meta.get('final_loss_avg100')}.", "",
+        f"- Mean loss over the last 100 steps: {meta.get('final_loss_avg100')}.",
+        *[f"- Recipe change during training: {c}." for c in meta.get("changes", [])], "",
         "## Measured (`minildm bench`)", "",
         "| sampler | n | feature-FID | floor (same n) | ratio | sample s/img | train img/s (peer) | device | date |",
         "|---|---|---|---|---|---|---|---|---|",

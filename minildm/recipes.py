@@ -43,11 +43,15 @@ class DiffusionRecipe:
                              prediction_type=self.prediction_type)
 
 
+# No horizontal flips for the diffusion recipes: Fashion-MNIST footwear always points the same way (99-100%
+# of sneakers and ankle boots carry more mass on the right half), so flips teach shoes the test set never
+# shows. Measured: 2,000 real training images against the test set give feature-FID 0.42; with half of them
+# flipped, 4.49. See notebooks/01_ddpm_from_scratch.ipynb.
 DDPM = DiffusionRecipe(
     name="ddpm",
     model=UNetConfig(),
     train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
-                      checkpoint_every=500),
+                      checkpoint_every=500, hflip=False),
     description="unconditional DDPM on Fashion-MNIST 32x32 (chapter 01)",
 )
 
@@ -55,7 +59,7 @@ DDPM_COND = DiffusionRecipe(
     name="ddpm_cond",
     model=UNetConfig(num_classes=10),
     train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
-                      checkpoint_every=500, p_uncond=0.1),  # Ho & Salimans: p_uncond 0.1-0.2 works; we use 0.1
+                      checkpoint_every=500, p_uncond=0.1, hflip=False),  # Ho & Salimans: 0.1-0.2 works; 0.1 here
     description="class-conditional DDPM with classifier-free guidance on Fashion-MNIST 32x32 (chapter 02)",
 )
 
@@ -98,6 +102,15 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     else:
         lineage = {"init_from": None, "steps_before": 0, "wall_clock_s": 0.0}
     lineage["device"] = device_description(device)
+    state_json = state.with_name("state.json")
+    if state_json.exists():  # resuming: record any change of the training recipe, so the card can state it
+        before = json.loads(state_json.read_text())
+        changed = {k: (v, getattr(train_cfg, k)) for k, v in before["train_config"].items()
+                   if k != "steps" and getattr(train_cfg, k) != v}
+        if changed:
+            note = f"from step {before['step']}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            lineage.setdefault("changes", []).append(note)
+            print(f"recipe changed since the last checkpoint ({note})")
     model = UNet(recipe.model)
     shipped = SHIPPED_DIR / f"{name}.safetensors"
     if not state.with_name("state.json").exists() and init_from_shipped and shipped.exists():
@@ -133,5 +146,6 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
         "device": lineage.get("device", "unknown"), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
+        "changes": lineage.get("changes", []),
     }
     return save_model(ema, Path(out_dir) / name, meta=meta, dtype=torch.float16)
