@@ -51,3 +51,17 @@ def test_readme_quick_start_is_three_commands_and_ci_runs_the_test_command():
 
 def test_python_version_supported():
     assert sys.version_info >= (3, 10)
+
+
+def test_notebooks_match_their_sources_and_carry_outputs():
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("nb", ROOT / "tools" / "nb.py")
+    nb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nb)
+    assert nb.check([]) == 0, "a notebook differs from notebooks/_src: rebuild it with tools/nb.py run NN"
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no figure in its outputs"
+        assert not any(o.get("output_type") == "error" for o in outputs), f"{path.name} was saved with an error"

@@ -405,7 +405,7 @@ plt.show()
 # %% [markdown]
 # `minildm.training.train_diffusion` is the same loop with what long runs need: an exponential moving average
 # (EMA) of the weights (sampling from the average is smoother), gradient clipping, a learning-rate warm-up,
-# random flips, checkpoints that resume exactly, and a stop with a clear message if the loss becomes NaN.
+# optional random flips, checkpoints that resume exactly, and a stop with a clear message if the loss becomes NaN.
 # The reference checkpoint was trained with it by `python -m minildm train ddpm`; its model card
 # (`data/checkpoints/ddpm.md`) records the recipe, images seen, device and wall-clock.
 
