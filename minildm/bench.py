@@ -26,6 +26,7 @@ import torch
 from minildm import checkpoints, metrics
 from minildm.models.unet import UNet
 from minildm.pipelines.diffusion import sample_batched
+from minildm.pipelines.guided import guided_sample
 from minildm.recipes import device_description
 from minildm.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -136,11 +137,43 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
     }
 
 
-BENCHES = {"ddpm": bench_ddpm}
+@torch.no_grad()
+def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None):
+    """Many CFG samples in batches with one seeded generator (for metrics). Returns CPU images."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(labels), batch_size):
+        out.append(guided_sample(model, scheduler, labels[start:start + batch_size], guidance_scale, generator,
+                                 steps, device, progress=False).images.cpu())
+    return torch.cat(out)
+
+
+def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
+    model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
+    ddpm, ddim = schedulers_for(model)
+    scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
+    labels = torch.arange(n) % model.config.num_classes  # every class equally often
+    start = time.perf_counter()
+    images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, device=device)
+    seconds = time.perf_counter() - start
+    acc = metrics.class_accuracy(images, labels)
+    return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
+            "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
+            "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
+            "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
+            "sample_s_per_img": round(seconds / n, 4)}
+
+
+BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond}
+
+
+def shipped_models() -> list[str]:
+    return [name for name in BENCHES if (checkpoints.SHIPPED_DIR / f"{name}.safetensors").exists()]
 
 
 def row_key(row: dict) -> str:
-    return f"{row['model']} / {row['sampler']}-{row['steps']}"
+    key = f"{row['model']} / {row['sampler']}-{row['steps']}"
+    return key + (f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else "")
 
 
 def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
@@ -183,9 +216,10 @@ def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
 
 
 def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
-        out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True) -> list[dict]:
+        out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True,
+        guidance_scale: float = 3.0) -> list[dict]:
     """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`."""
-    models = models or list(BENCHES)
+    models = models or shipped_models()
     unknown = sorted(set(models) - set(BENCHES))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}: choose from {sorted(BENCHES)}.")
@@ -199,7 +233,8 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in models:
-        row = BENCHES[name](n, sampler, steps, device, quick)
+        kwargs = {"guidance_scale": guidance_scale} if name == "ddpm_cond" else {}
+        row = BENCHES[name](n, sampler, steps, device, quick, **kwargs)
         row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
         rows.append(row)
         print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "

@@ -49,7 +49,7 @@ def _bench(args) -> int:
     out = args.out or ("runs/bench-quick" if quick else str(bench.RESULTS))
     try:
         bench.run(args.models or None, n=n, sampler=args.sampler, steps=args.steps, out_dir=out,
-                  device=args.device, quick=quick)
+                  device=args.device, quick=quick, guidance_scale=args.guidance_scale)
     except ValueError as err:
         print(f"minildm bench: {err}", file=sys.stderr)
         return 2
@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate samples from each shipped checkpoint, compute the harness metrics "
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
-    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm")
+    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond")
+    bench.add_argument("--guidance-scale", type=float, default=3.0,
+                       help="CFG scale s for class-conditional models (s=1 conditional, s=0 unconditional)")
     bench.add_argument("-n", type=int, default=None, help="samples per model (default 5000; 64 in quick mode)")
     bench.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"],
                        help="ddim (default, --steps steps) or ddpm (all 1000 steps; hours for 5,000 samples on CPU)")

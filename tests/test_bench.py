@@ -66,3 +66,22 @@ def test_model_card_is_generated_from_metadata_and_results(tmp_path):
     assert "other" not in card.split("## Measured")[1].split("## Targets")[0]
     assert "| training speed vs diffusers UNet2DModel (same layout) | ≥ 1.3x | 2.00 |" in card
     assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | not measured yet |" in card
+
+
+def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
+    import torch
+    from minildm.checkpoints import save_model
+    from minildm.models.unet import UNet, UNetConfig
+    torch.manual_seed(0)
+    tiny = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), attention=("none", "full"), heads=1, head_dim=8,
+                           groups=4, time_dim=16, cross_attention=(False, False), num_classes=10))
+    save_model(tiny, tmp_path / "ddpm_cond", meta={"num_train_timesteps": 100, "beta_schedule": "cosine",
+                                                    "prediction_type": "eps"})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    with pytest.warns(UserWarning):
+        rows = bench.run(["ddpm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
+                         guidance_scale=2.0)
+    row = rows[0]
+    assert bench.row_key(row) == "ddpm_cond / ddim-2 / s=2"
+    assert 0.0 <= row["class_accuracy"] <= 1.0 and len(row["class_accuracy_per_class"]) == 10
+    assert "| ddpm_cond / ddim-2 / s=2 | 20 |" in (tmp_path / "out" / "metrics.md").read_text()
