@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from minildm import checkpoints, metrics
+from minildm.models.peers import LAYOUTS as PEERS  # noqa: F401  (re-exported for tools/bench_unet.py)
+from minildm.models.peers import DiffusersUNet, PeerConfig
 from minildm.models.unet import UNet
 from minildm.pipelines.diffusion import sample_batched
 from minildm.pipelines.guided import guided_sample
@@ -34,24 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
-_D, _AD, _U, _AU = "DownBlock2D", "AttnDownBlock2D", "UpBlock2D", "AttnUpBlock2D"
-PEERS = {  # diffusers UNet2DModel configs; all use layers_per_block=1, norm_num_groups=8, attention_head_dim=32
-    # minildm's default layout: widths 16-32-64-128 at 32-16-8-4, self-attention at 8x8 and 4x4
-    "same-layout": dict(block_out_channels=(16, 32, 64, 128), down_block_types=(_D, _D, _AD, _AD),
-                        up_block_types=(_AU, _AU, _U, _U)),
-    # the classic small DDPM UNet: widths 32-64-128 at 32-16-8, self-attention at 8x8
-    "classic": dict(block_out_channels=(32, 64, 128), down_block_types=(_D, _D, _AD), up_block_types=(_AU, _U, _U)),
-    # 4 levels 32-64-128-128, self-attention at 8x8 (~4.3M parameters)
-    "large": dict(block_out_channels=(32, 64, 128, 128), down_block_types=(_D, _D, _AD, _D),
-                  up_block_types=(_U, _AU, _U, _U)),
-}
-
-
 def diffusers_peer(name: str = "same-layout", image_size: int = 32, channels: int = 1):
-    """The diffusers `UNet2DModel` that minildm's pixel UNet is compared with."""
-    from diffusers import UNet2DModel
-    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=1,
-                       norm_num_groups=8, attention_head_dim=32, **PEERS[name])
+    """The diffusers `UNet2DModel` that minildm's pixel UNet is compared with (see `models/peers.py`)."""
+    return DiffusersUNet(PeerConfig(layout=name, in_channels=channels, out_channels=channels, image_size=image_size))
 
 
 def num_parameters(model: torch.nn.Module) -> int:
