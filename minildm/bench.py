@@ -121,6 +121,9 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
         "speedup_vs_peer": round(rates["minildm"] / rates["diffusers"], 2),
         "sample_s_per_img": round(sample_seconds_per_image(model, scheduler, steps_arg,
                                                            n=4 if quick else 32, device=device), 4),
+        # both samplers timed side by side on the same machine (16 images each; skipped in quick mode)
+        "sample_s_per_img_ddim50": None if quick else round(sample_seconds_per_image(model, ddim, 50, 16, device), 4),
+        "sample_s_per_img_ddpm1000": None if quick else round(sample_seconds_per_image(model, ddpm, None, 16, device), 4),
     }
 
 

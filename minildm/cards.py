@@ -82,6 +82,10 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
                      f"{r.get('train_img_per_s', 0):.0f} ({r.get('peer_train_img_per_s', 0):.0f}) | {r['device']} | {r['date']} |")
     if not rows:
         lines.append("| not measured yet | | | | | | | | |")
+    for key, r in sorted(rows.items()):
+        if r.get("sample_s_per_img_ddpm1000") is not None:
+            lines.append(f"\nSampling time per image on {r['device']} ({key.split(' / ')[1]} row): DDIM-50 "
+                         f"{r['sample_s_per_img_ddim50']:.3f} s, DDPM-1000 {r['sample_s_per_img_ddpm1000']:.3f} s.")
     lines += ["", "Commands: `python -m minildm bench " + name + " -n 5000` (DDIM-50) and "
               "`python -m minildm bench " + name + " --sampler ddpm -n 1000` (DDPM-1000).", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]
