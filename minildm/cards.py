@@ -25,6 +25,12 @@ TARGETS = {
         ("training speed vs diffusers UNet2DModel (same layout)", "≥ 1.3x",
          lambda rows: rows.get("ddpm / ddim-50", {}).get("speedup_vs_peer")),
     ],
+    "ddpm_cond": [
+        ("class accuracy at the best guidance scale (n ≥ 5,000)", "≥ 0.90",
+         lambda rows: max((r.get("class_accuracy") or 0 for r in rows.values()), default=None) or None),
+        ("feature-FID ratio at the best guidance scale (n ≥ 5,000)", "≤ 1.5",
+         lambda rows: min((r["fid_ratio"] for r in rows.values()), default=None)),
+    ],
 }
 
 
