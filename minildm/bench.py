@@ -95,11 +95,15 @@ def sample_seconds_per_image(model, scheduler, steps: int | None, n: int = 16, d
     return (time.perf_counter() - start) / n
 
 
-def schedulers_for(model) -> tuple[DDPMScheduler, DDIMScheduler]:
+def schedulers_for(model, guided: bool = False) -> tuple[DDPMScheduler, DDIMScheduler]:
+    """The DDPM and DDIM schedulers a shipped model was trained for (from its checkpoint metadata).
+
+    `guided=True`: DDIM recomputes eps from the clipped x0 (`use_clipped_model_output`), which CFG needs.
+    """
     meta = model.meta
     kw = dict(num_train_timesteps=meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
               prediction_type=meta["prediction_type"])
-    return DDPMScheduler(**kw), DDIMScheduler(**kw)
+    return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided)
 
 
 def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
@@ -140,7 +144,7 @@ def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batc
 
 def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
-    ddpm, ddim = schedulers_for(model)
+    ddpm, ddim = schedulers_for(model, guided=True)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
     start = time.perf_counter()
@@ -149,6 +153,7 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
     acc = metrics.class_accuracy(images, labels)
     return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
+            "ddim_eps_from_clipped_x0": sampler == "ddim",
             "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
             "sample_s_per_img": round(seconds / n, 4)}

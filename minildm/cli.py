@@ -15,10 +15,10 @@ import sys
 
 
 def _train(args) -> int:
-    from minildm.recipes import DIFFUSION_RECIPES, train_recipe
-    recipes = sorted(DIFFUSION_RECIPES) + ["classifier"]
+    from minildm.recipes import DIFFUSION_RECIPES, VAE_RECIPES, train_recipe
+    recipes = sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES) + ["classifier"]
     if args.list or not args.recipe:
-        from minildm.recipes import DIFFUSION_RECIPES as R
+        R = DIFFUSION_RECIPES | VAE_RECIPES
         for name in recipes:
             print(f"{name:<12} {R[name].description if name in R else 'reference Fashion-MNIST classifier (evaluation harness)'}")
         return 0

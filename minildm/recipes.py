@@ -24,8 +24,10 @@ import torch
 from minildm.checkpoints import SHIPPED_DIR, load_model, load_state, save_model
 from minildm.data import load_tensors
 from minildm.models.unet import UNet, UNetConfig
+from minildm.models.vae import VAE, VAEConfig, latent_scale
 from minildm.schedulers import DDPMScheduler
 from minildm.training import TrainConfig, load_training_state, train_diffusion
+from minildm.vae_training import VAETrainConfig, load_vae_training_state, train_vae
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,27 @@ DDPM_COND = DiffusionRecipe(
 DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND)}
 
 
+@dataclass(frozen=True)
+class VAERecipe:
+    name: str
+    model: VAEConfig
+    train: VAETrainConfig
+    description: str = ""
+
+
+# f = 4, 4x8x8 latents (chapter 03's reference, chapter 04's first stage): l1 + a tiny KL (LDM's kl_weight 1e-6)
+# for the first half, then a patch discriminator with LDM's adaptive weight for sharper reconstructions.
+VAE_F4 = VAERecipe(
+    name="vae",
+    model=VAEConfig(base_channels=24),
+    train=VAETrainConfig(steps=6_000, batch_size=64, lr=1e-3, warmup_steps=200, beta=1e-6, recon="l1",
+                         disc_start=3_000, disc_weight=0.5, checkpoint_every=500),
+    description="KL-regularised conv VAE, f=4, latents 4x8x8, l1 + patch GAN (chapter 03)",
+)
+
+VAE_RECIPES = {r.name: r for r in (VAE_F4,)}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -90,8 +113,10 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
     the shipped checkpoint's weights (fresh optimiser) so a training budget can be spread over sessions.
     """
+    if name in VAE_RECIPES:
+        return train_vae_recipe(name, steps, run_dir, device, export, progress, out_dir)
     if name not in DIFFUSION_RECIPES:
-        raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES)}.")
+        raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES)}.")
     recipe = DIFFUSION_RECIPES[name]
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train_cfg = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train
@@ -126,8 +151,45 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     return export_run(name, run_dir, out_dir) if export else state
 
 
+def train_vae_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
+                     export: bool = True, progress: bool = True, out_dir: str | Path = SHIPPED_DIR) -> Path:
+    """Train (or resume exactly from `runs/<name>/state`) a VAE recipe and export it with its latent scale."""
+    recipe = VAE_RECIPES[name]
+    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_cfg = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train
+    state = Path(run_dir) / name / "state"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.with_name("lineage.json").write_text(json.dumps({"device": device_description(device)}, indent=2))
+    train_vae(VAE(recipe.model), load_tensors("train"), train_cfg, device=device, checkpoint=state, progress=progress)
+    return export_run(name, run_dir, out_dir) if export else state
+
+
+def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR) -> Path:
+    """Export a VAE run's last checkpoint (fp16) with its latent scale, computed on 10,000 training images."""
+    recipe = VAE_RECIPES[name]
+    state = Path(run_dir) / name / "state"
+    if not state.with_name("state.json").exists():
+        raise FileNotFoundError(f"no training state at {state}.json: start it with `minildm train {name}`.")
+    vae, run_meta = load_vae_training_state(state, VAE)
+    vae = vae.half().float()  # measure the latent scale on the weights as shipped
+    scale = latent_scale(vae, load_tensors("train", limit=10_000).tensors[0], generator=torch.Generator().manual_seed(0))
+    lineage = json.loads(state.with_name("lineage.json").read_text())
+    steps = run_meta["step"]
+    recon = run_meta["history"]["recon"][-100:]
+    meta = {
+        "recipe": name, "description": recipe.description, "train_config": run_meta["train_config"],
+        "steps": steps, "images_seen": steps * run_meta["train_config"]["batch_size"],
+        "wall_clock_s": run_meta.get("seconds", 0.0), "device": lineage.get("device", "unknown"),
+        "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+        "latent_scale": scale, "final_recon_avg100": round(sum(recon) / max(1, len(recon)), 5),
+    }
+    return save_model(vae, Path(out_dir) / name, meta=meta, dtype=torch.float16)
+
+
 def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR) -> Path:
     """Export the EMA weights of a run in progress (its last checkpoint) as the shipped checkpoint."""
+    if name in VAE_RECIPES:
+        return export_vae_run(name, run_dir, out_dir)
     recipe = DIFFUSION_RECIPES[name]
     state = Path(run_dir) / name / "state"
     if not state.with_name("state.json").exists():

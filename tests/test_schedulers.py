@@ -202,6 +202,25 @@ def test_ddim_steps_match_diffusers_in_float64(prediction_type):
         torch.testing.assert_close(mine.pred_x0, theirs.pred_original_sample, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("prediction_type", ["eps", "v"])
+def test_ddim_use_clipped_model_output_matches_diffusers(prediction_type):
+    """The eps recomputed from the clipped x0 (diffusers' `use_clipped_model_output=True`), at steps that clip."""
+    ours = DDIMScheduler(prediction_type=prediction_type, beta_schedule="cosine", use_clipped_model_output=True)
+    peer = PeerDDIM(prediction_type=PEER_PREDICTION[prediction_type], beta_schedule="squaredcos_cap_v2")
+    float64_peer(peer, ours)
+    ours.set_timesteps(10)
+    peer.set_timesteps(10)
+    x_t, model_output = randn(0, 2, 1, 8, 8), 3 * randn(1, 2, 1, 8, 8)  # large outputs: pred_x0 is clipped
+    changed = []
+    for t in ours.timesteps[[0, 1, 5, -1]]:
+        mine = ours.step(model_output, t, x_t, eta=0.5, generator=seeded(2))
+        theirs = peer.step(model_output, t, x_t, eta=0.5, generator=seeded(2), use_clipped_model_output=True)
+        torch.testing.assert_close(mine.prev_sample, theirs.prev_sample, rtol=0, atol=1e-10)
+        plain = ours.step(model_output, t, x_t, eta=0.5, generator=seeded(2), use_clipped_model_output=False)
+        changed.append(not torch.allclose(plain.prev_sample, mine.prev_sample))
+    assert changed[:3] == [True, True, True]  # the flag matters wherever x0 was clipped and alpha_bar_prev < 1
+
+
 # ---- Maths -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("t", [0, 100, 500, 999])
 def test_q_xt_given_x0_mean_and_variance_by_monte_carlo(t):

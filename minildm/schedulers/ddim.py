@@ -59,6 +59,12 @@ class DDIMScheduler(NoiseSchedule):
         timestep_spacing: "leading" (0, k, 2k, ...; diffusers' default), "trailing" or "linspace".
         set_alpha_to_one: after the last step use alpha_bar = 1 (return pred_x0 itself), as diffusers;
             False uses alpha_bar_0 instead.
+        use_clipped_model_output: recompute eps from the *clipped* pred_x0 (diffusers' `step` argument of that
+            name; guided-diffusion's DDIM always does). False (diffusers' default) keeps the model's eps, which
+            no longer agrees with a clipped x0: harmless for plain sampling, but with classifier-free guidance the
+            extrapolated eps is large early on, and the mismatch turns samples into high-contrast noise
+            (measured in notebooks/02_class_conditional.ipynb). Chapter 02's guided sampling therefore builds its
+            DDIM with True (Stable Diffusion turns clipping off instead).
         **schedule_kwargs: passed to `make_betas`, e.g. beta_start=1e-4, beta_end=0.02.
 
     Derived in notebooks/01_ddpm_from_scratch.ipynb.
@@ -67,7 +73,7 @@ class DDIMScheduler(NoiseSchedule):
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear",
                  prediction_type: str = "eps", clip_sample: bool = True, clip_sample_range: float = 1.0,
                  eta: float = 0.0, timestep_spacing: str = "leading", set_alpha_to_one: bool = True,
-                 **schedule_kwargs):
+                 use_clipped_model_output: bool = False, **schedule_kwargs):
         super().__init__(num_train_timesteps, beta_schedule, prediction_type, **schedule_kwargs)
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"Unknown timestep_spacing {timestep_spacing!r}. Choose one of {TIMESTEP_SPACINGS}.")
@@ -78,6 +84,7 @@ class DDIMScheduler(NoiseSchedule):
         self.eta = eta
         self.timestep_spacing = timestep_spacing
         self.set_alpha_to_one = set_alpha_to_one
+        self.use_clipped_model_output = use_clipped_model_output
         self.final_alpha_bar = 1.0 if set_alpha_to_one else float(self.alpha_bar[0])
         # No default list: DDIM is meant to run on a sub-sequence, so set_timesteps(n) must be called first.
         self.timesteps = torch.zeros(0, dtype=torch.long)
@@ -94,10 +101,11 @@ class DDIMScheduler(NoiseSchedule):
         self.num_inference_steps = num_inference_steps
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, eta: float | None = None,
-             generator: torch.Generator | None = None) -> StepOutput:
+             generator: torch.Generator | None = None, use_clipped_model_output: bool | None = None) -> StepOutput:
         """One DDIM step from x_t to the next (smaller) timestep of `self.timesteps`.
 
-        `t` is an int or a one-element tensor taken from `self.timesteps`; `eta=None` uses `self.eta`;
+        `t` is an int or a one-element tensor taken from `self.timesteps`; `eta=None` uses `self.eta` and
+        `use_clipped_model_output=None` the constructor's value;
         `generator` makes the noise of eta > 0 reproducible (same noise as diffusers for the same seed).
         Derived in notebooks/01_ddpm_from_scratch.ipynb.
         """
@@ -113,11 +121,13 @@ class DDIMScheduler(NoiseSchedule):
         prev_t = self.previous_timestep(t)                                # looked up in self.timesteps
         alpha_bar_t, alpha_bar_prev = self._alpha_bar_at(t), self._alpha_bar_at(prev_t)
 
-        # 1. eps and x0 as the model sees them; only x0 is clipped (eps stays the model's, as in diffusers)
+        # 1. eps and x0 as the model sees them; x0 is clipped, eps stays the model's unless asked (as in diffusers)
         eps = self.to_eps(model_output, t, x_t)
         pred_x0 = self.to_pred_x0(model_output, t, x_t)                   # DDIM eq. (9), "predicted x0"
         if self.clip_sample:
             pred_x0 = pred_x0.clamp(-self.clip_sample_range, self.clip_sample_range)
+        if self.use_clipped_model_output if use_clipped_model_output is None else use_clipped_model_output:
+            eps = (x_t - alpha_bar_t**0.5 * pred_x0) / (1 - alpha_bar_t) ** 0.5  # DDIM eq. (9) solved for eps
 
         # 2. the noise level sigma_t(eta)
         variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)  # DDPM's beta_tilde
