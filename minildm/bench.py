@@ -156,7 +156,7 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
             "ddim_eps_from_clipped_x0": sampler == "ddim",
             "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
-            "sample_s_per_img": round(seconds / n, 4)}
+            "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
 
 
 BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond}
@@ -167,8 +167,10 @@ def shipped_models() -> list[str]:
 
 
 def row_key(row: dict) -> str:
+    """e.g. "ddpm / ddim-50", "ddpm_cond / ddim-50 / s=3"; " / n=1000" is appended when n is not 5,000."""
     key = f"{row['model']} / {row['sampler']}-{row['steps']}"
-    return key + (f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else "")
+    key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
+    return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
 
 
 def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
@@ -212,8 +214,12 @@ def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
 
 def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
         out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True,
-        guidance_scale: float = 3.0) -> list[dict]:
-    """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`."""
+        guidance_scale: float | list[float] = 3.0) -> list[dict]:
+    """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`.
+
+    `guidance_scale`: one CFG scale or a list (a sweep: one row per scale) for class-conditional models.
+    """
+    scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     models = models or shipped_models()
     unknown = sorted(set(models) - set(BENCHES))
     if unknown:
@@ -227,8 +233,9 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
                       f"floor at the same n (reported beside it).", stacklevel=2)
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for name in models:
-        kwargs = {"guidance_scale": guidance_scale} if name == "ddpm_cond" else {}
+    jobs = [(name, {"guidance_scale": s} if name == "ddpm_cond" else {})
+            for name in models for s in (scales if name == "ddpm_cond" else [None])]
+    for name, kwargs in jobs:
         row = BENCHES[name](n, sampler, steps, device, quick, **kwargs)
         row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
         rows.append(row)

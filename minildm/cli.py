@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
     bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond")
-    bench.add_argument("--guidance-scale", type=float, default=3.0,
-                       help="CFG scale s for class-conditional models (s=1 conditional, s=0 unconditional)")
+    bench.add_argument("--guidance-scale", type=float, nargs="+", default=[3.0],
+                       help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
+                            "several values give a sweep, one row each")
     bench.add_argument("-n", type=int, default=None, help="samples per model (default 5000; 64 in quick mode)")
     bench.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"],
                        help="ddim (default, --steps steps) or ddpm (all 1000 steps; hours for 5,000 samples on CPU)")

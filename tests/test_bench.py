@@ -22,10 +22,10 @@ def test_bench_writes_json_and_markdown(quick_rows):
     rows, out = quick_rows
     assert KEYS <= set(rows[0])
     saved = json.loads((out / "metrics.json").read_text())
-    assert list(saved) == ["ddpm / ddim-5"] and saved["ddpm / ddim-5"]["n_samples"] == 8
+    assert list(saved) == ["ddpm / ddim-5 / n=8"] and saved["ddpm / ddim-5 / n=8"]["n_samples"] == 8
     assert rows[0]["fid_ratio"] == pytest.approx(rows[0]["fid"] / rows[0]["fid_floor"], rel=1e-6)
     table = (out / "metrics.md").read_text()
-    assert table.startswith("| model / sampler | n |") and "| ddpm / ddim-5 | 8 |" in table
+    assert table.startswith("| model / sampler | n |") and "| ddpm / ddim-5 / n=8 | 8 |" in table
 
 
 def test_rows_merge_and_readme_section_is_replaced(tmp_path):
@@ -33,7 +33,7 @@ def test_rows_merge_and_readme_section_is_replaced(tmp_path):
            "fid_ratio": 2.0, "device": "cpu", "date": "2026-01-01"}
     bench.write_results([row], tmp_path)
     bench.write_results([{**row, "steps": 10}], tmp_path)
-    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"m / ddim-50", "m / ddim-10"}
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"m / ddim-50 / n=10", "m / ddim-10 / n=10"}
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\nafter\n")
     assert bench.update_readme("| new |\n", readme)
@@ -80,8 +80,23 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
     with pytest.warns(UserWarning):
         rows = bench.run(["ddpm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
-                         guidance_scale=2.0)
+                         guidance_scale=[2.0, 0.0])  # a sweep: one row per scale
+    assert [bench.row_key(r) for r in rows] == ["ddpm_cond / ddim-2 / s=2 / n=20", "ddpm_cond / ddim-2 / s=0 / n=20"]
     row = rows[0]
-    assert bench.row_key(row) == "ddpm_cond / ddim-2 / s=2"
     assert 0.0 <= row["class_accuracy"] <= 1.0 and len(row["class_accuracy_per_class"]) == 10
-    assert "| ddpm_cond / ddim-2 / s=2 | 20 |" in (tmp_path / "out" / "metrics.md").read_text()
+    assert sum(map(sum, row["confusion"])) == 20 and row["ddim_eps_from_clipped_x0"]
+    assert "| ddpm_cond / ddim-2 / s=2 / n=20 | 20 |" in (tmp_path / "out" / "metrics.md").read_text()
+
+
+def test_card_targets_use_the_best_guided_row_with_enough_samples():
+    from minildm.cards import _best_guided, _ddim_vs_ddpm
+    rows = {"a / s=1": {"n_samples": 5000, "class_accuracy": 0.8, "fid_ratio": 3.0},
+            "a / s=3": {"n_samples": 5000, "class_accuracy": 0.93, "fid_ratio": 5.0},
+            "a / s=5": {"n_samples": 5000, "class_accuracy": 0.95, "fid_ratio": 6.0},
+            "a / s=2 / n=100": {"n_samples": 100, "class_accuracy": 0.99, "fid_ratio": 1.0}}
+    assert _best_guided(rows)["class_accuracy"] == 0.93     # lowest ratio among the >= 0.9 rows, n >= 5,000
+    del rows["a / s=3"], rows["a / s=5"]
+    assert _best_guided(rows)["class_accuracy"] == 0.8      # none reaches 0.9: the most accurate
+    ddpm = {"ddpm / ddpm-1000 / n=1000": {"n_samples": 1000, "fid": 4.0},
+            "ddpm / ddim-50 / n=1000": {"n_samples": 1000, "fid": 5.0}, "ddpm / ddim-50": {"n_samples": 5000, "fid": 1.0}}
+    assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
