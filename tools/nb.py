@@ -61,10 +61,15 @@ def sources(names: list[str]) -> list[Path]:
     return found
 
 
-def build(names: list[str]) -> list[Path]:
+def build(names: list[str], force: bool = False) -> list[Path]:
+    """Write each source's notebook, without outputs. A notebook whose cells already equal its source is left
+    alone (its committed outputs are kept) unless `force` (what `run` does before executing it)."""
     built = []
     for src in sources(names):
         target = OUT / f"{src.stem}.ipynb"
+        if not force and target.exists() and not check([src.stem]):
+            print(f"up to date {target.relative_to(ROOT)} (outputs kept)")
+            continue
         nbformat.write(to_notebook(src), target)
         built.append(target)
         print(f"built {target.relative_to(ROOT)}")
@@ -90,7 +95,7 @@ def drop_progress_widgets(path: Path) -> int:
 
 
 def run(names: list[str]) -> None:
-    for target in build(names):
+    for target in build(names, force=True):
         start = time.time()
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
                         "--ExecutePreprocessor.timeout=7200", str(target)], check=True, cwd=OUT)
