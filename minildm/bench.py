@@ -159,7 +159,41 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
             "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
 
 
-BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond}
+@torch.no_grad()
+def reconstruct(vae, x: torch.Tensor, batch_size: int = 500, device=None) -> torch.Tensor:
+    """Deterministic reconstructions `decode(mode(encode(x)))` of images `(N, C, H, W)`, clamped to [-1, 1]."""
+    device = device or next(vae.parameters()).device
+    vae.eval()
+    return torch.cat([vae.decode(vae.encode(x[i:i + batch_size].to(device)).mode()).clamp(-1, 1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def reconstruction_report(reconstructions: torch.Tensor, originals: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Chapter 03's harness numbers for an autoencoder, on the 28x28 image area (the 2-pixel padding is cut off
+    so that trivially reconstructed background does not inflate PSNR): PSNR, SSIM, reference-classifier accuracy
+    on the reconstructions, and reconstruction feature-FID against the test set with its floor at the same n."""
+    acc = metrics.class_accuracy(reconstructions, labels)["overall"]
+    return {**metrics.fid_report(reconstructions), "psnr_db": round(metrics.psnr(reconstructions, originals, border=2), 3),
+            "ssim": round(metrics.ssim(reconstructions, originals, border=2), 4), "class_accuracy": round(acc, 4)}
+
+
+def bench_vae(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
+    """The shipped VAE on the test set: all 10,000 images (`n` in quick mode), reconstructed deterministically."""
+    from minildm.models.vae import VAE
+    from minildm.data import load_tensors
+    vae = checkpoints.load_model(VAE, checkpoints.find("vae"), device=device)
+    x, labels = load_tensors("test", limit=n if quick else None).tensors
+    start = time.perf_counter()
+    rec = reconstruct(vae, x, device=device)
+    seconds = time.perf_counter() - start
+    scale = vae.meta["latent_scale"]
+    z = torch.cat([vae.encode(x[i:i + 500].to(device)).mode().cpu() for i in range(0, len(x), 500)]) * scale
+    return {**reconstruction_report(rec, x, labels), "model": "vae", "sampler": "reconstruction", "steps": 0,
+            "params": num_parameters(vae), "latent_scale": scale, "scaled_latent_std": round(z.std().item(), 4),
+            "scaled_latent_mean": round(z.mean().item(), 4), "sample_s_per_img": round(seconds / len(x), 5)}
+
+
+BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae}
 
 
 def shipped_models() -> list[str]:
@@ -168,7 +202,7 @@ def shipped_models() -> list[str]:
 
 def row_key(row: dict) -> str:
     """e.g. "ddpm / ddim-50", "ddpm_cond / ddim-50 / s=3"; " / n=1000" is appended when n is not 5,000."""
-    key = f"{row['model']} / {row['sampler']}-{row['steps']}"
+    key = f"{row['model']} / {row['sampler']}" + ("" if row["sampler"] == "reconstruction" else f"-{row['steps']}")
     key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
     return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
 
@@ -191,13 +225,14 @@ def _fmt(value, spec=".2f"):
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | train img/s (peer) | "
-             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | PSNR dB | train img/s (peer) | "
+             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
         acc = r.get("class_accuracy")
         train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
         lines.append(f"| {key} | {r['n_samples']:,} | {_fmt(r['fid'])} | {_fmt(r['fid_floor'])} | "
-                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {train} | {_fmt(r.get('sample_s_per_img'), '.3f')} | "
+                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('psnr_db'))} | {train} | "
+                     f"{_fmt(r.get('sample_s_per_img'), '.3f')} | "
                      f"{r['device']} | {r['date']} |")
     return "\n".join(lines) + "\n"
 

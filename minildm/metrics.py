@@ -331,29 +331,32 @@ def class_accuracy(images: torch.Tensor, requested_labels: torch.Tensor, batch_s
             "confusion": confusion.tolist()}
 
 
-def _unit_range(reconstructions, originals) -> tuple[torch.Tensor, torch.Tensor]:
+def _unit_range(reconstructions, originals, border: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     reconstructions = check_images(reconstructions, "reconstructions")
     originals = check_images(originals, "originals")
     _check_pair(reconstructions, originals, ("reconstructions", "originals"))
+    if border:  # (N, 1, 32 - 2 * border, 32 - 2 * border)
+        reconstructions, originals = (x[..., border:-border, border:-border] for x in (reconstructions, originals))
     return (reconstructions.double() + 1) / 2, (originals.double() + 1) / 2  # [-1, 1] -> [0, 1]
 
 
-def psnr(reconstructions: torch.Tensor, originals: torch.Tensor) -> float:
+def psnr(reconstructions: torch.Tensor, originals: torch.Tensor, border: int = 0) -> float:
     """Peak signal-to-noise ratio in dB, on the [0, 1] scale (data range 1), averaged over images.
 
     Per-image PSNR = 10 log10(1 / MSE); identical images are capped at 100 dB (MSE floor 1e-10).
+    `border=2` ignores the padding around the 28x28 Fashion-MNIST image (reconstructing it is trivial).
 
     Used in notebook 03 (VAE reconstructions).
     """
-    x, y = _unit_range(reconstructions, originals)
+    x, y = _unit_range(reconstructions, originals, border)
     mse = (x - y).square().flatten(1).mean(1).clamp_min(1e-10)  # (N,)
     return (10 * torch.log10(1.0 / mse)).mean().item()
 
 
-def ssim(reconstructions: torch.Tensor, originals: torch.Tensor) -> float:
+def ssim(reconstructions: torch.Tensor, originals: torch.Tensor, border: int = 0) -> float:
     """Mean structural similarity (Wang et al. 2004) on the [0, 1] scale: 11x11 Gaussian window, sigma 1.5.
 
-    Used in notebook 03 (VAE reconstructions).
+    `border` as in `psnr`. Used in notebook 03 (VAE reconstructions).
     """
-    x, y = _unit_range(reconstructions, originals)
+    x, y = _unit_range(reconstructions, originals, border)
     return structural_similarity_index_measure(x, y, data_range=1.0).item()

@@ -100,3 +100,21 @@ def test_card_targets_use_the_best_guided_row_with_enough_samples():
     ddpm = {"ddpm / ddpm-1000 / n=1000": {"n_samples": 1000, "fid": 4.0},
             "ddpm / ddim-50 / n=1000": {"n_samples": 1000, "fid": 5.0}, "ddpm / ddim-50": {"n_samples": 5000, "fid": 1.0}}
     assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
+
+
+def test_vae_card_reads_its_targets_from_the_reconstruction_row(tmp_path, monkeypatch):
+    from minildm.cards import write_card
+    from minildm.checkpoints import save_model
+    from minildm.models.vae import VAE, VAEConfig
+    save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae",
+               meta={"latent_scale": 0.5, "steps": 10, "images_seen": 640, "train_config": {"recon": "l1", "beta": 1e-6}})
+    row = {"model": "vae", "sampler": "reconstruction", "steps": 0, "n_samples": 10000, "fid": 0.3, "fid_floor": 0.1,
+           "fid_ratio": 3.0, "psnr_db": 26.5, "ssim": 0.95, "class_accuracy": 0.91, "scaled_latent_std": 1.0,
+           "device": "cpu", "date": "2026-01-01"}
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps({bench.row_key(row): row}))
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    card = write_card("vae", results_path=results, out_dir=tmp_path).read_text()
+    assert "| test PSNR (28x28 image area) | ≥ 26 dB | 26.50 |" in card
+    assert "| reconstruction feature-FID / floor (all 10,000 test images) | ≤ 3 | 3.00 |" in card
+    assert "latent scale is `model.meta['latent_scale']` = 0.50000" in card
