@@ -177,18 +177,22 @@ def reconstruction_report(reconstructions: torch.Tensor, originals: torch.Tensor
             "ssim": round(metrics.ssim(reconstructions, originals, border=2), 4), "class_accuracy": round(acc, 4)}
 
 
-def bench_vae(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
-    """The shipped VAE on the test set: all 10,000 images (`n` in quick mode), reconstructed deterministically."""
+def bench_vae(n: int, sampler: str, steps: int, device, quick: bool, name: str = "vae") -> dict:
+    """A VAE checkpoint on the test set: all 10,000 images (`n` in quick mode), reconstructed deterministically.
+
+    `name`: "vae" (the shipped one) or any checkpoint `vae_*` that `checkpoints.find` locates, e.g. a training
+    snapshot exported to a folder named by $MINILDM_CHECKPOINTS (notebook 03's table of variants)."""
     from minildm.models.vae import VAE
     from minildm.data import load_tensors
-    vae = checkpoints.load_model(VAE, checkpoints.find("vae"), device=device)
+    vae = checkpoints.load_model(VAE, checkpoints.find(name), device=device)
     x, labels = load_tensors("test", limit=n if quick else None).tensors
     start = time.perf_counter()
     rec = reconstruct(vae, x, device=device)
     seconds = time.perf_counter() - start
     scale = vae.meta["latent_scale"]
     z = torch.cat([vae.encode(x[i:i + 500].to(device)).mode().cpu() for i in range(0, len(x), 500)]) * scale
-    return {**reconstruction_report(rec, x, labels), "model": "vae", "sampler": "reconstruction", "steps": 0,
+    return {**reconstruction_report(rec, x, labels), "model": name, "sampler": "reconstruction", "steps": 0,
+            "train_steps": vae.meta.get("steps"), "train_config": vae.meta.get("train_config"),
             "params": num_parameters(vae), "latent_scale": scale, "scaled_latent_std": round(z.std().item(), 4),
             "scaled_latent_mean": round(z.mean().item(), 4), "sample_s_per_img": round(seconds / len(x), 5)}
 
@@ -256,7 +260,7 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     """
     scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     models = models or shipped_models()
-    unknown = sorted(set(models) - set(BENCHES))
+    unknown = sorted(m for m in set(models) - set(BENCHES) if not m.startswith("vae_"))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}: choose from {sorted(BENCHES)}.")
     if sampler not in ("ddim", "ddpm"):
@@ -271,7 +275,10 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     jobs = [(name, {"guidance_scale": s} if name == "ddpm_cond" else {})
             for name in models for s in (scales if name == "ddpm_cond" else [None])]
     for name, kwargs in jobs:
-        row = BENCHES[name](n, sampler, steps, device, quick, **kwargs)
+        if name.startswith("vae_"):  # a VAE variant checkpoint
+            row = bench_vae(n, sampler, steps, device, quick, name=name)
+        else:
+            row = BENCHES[name](n, sampler, steps, device, quick, **kwargs)
         row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
         rows.append(row)
         print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "

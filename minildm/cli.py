@@ -33,8 +33,9 @@ def _train(args) -> int:
         from minildm.models.classifier import main as train_classifier_main
         return train_classifier_main([] if args.steps is None else ["--epochs", str(args.steps)]) or 0
     if args.export_only:
+        from minildm.checkpoints import SHIPPED_DIR
         from minildm.recipes import export_run
-        path = export_run(args.recipe, args.run_dir)
+        path = export_run(args.recipe, args.run_dir, args.out_dir or SHIPPED_DIR, args.export_name)
     else:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
                             export=not args.no_export)
@@ -78,13 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")
     train.add_argument("--export-only", action="store_true",
                        help="export the EMA weights of the run's last checkpoint to data/checkpoints/ and exit")
+    train.add_argument("--export-name", default=None,
+                       help="with --export-only: save under this name instead of the recipe's (e.g. vae_l1_3000)")
+    train.add_argument("--out-dir", default=None, help="with --export-only: where to write (default data/checkpoints/)")
     train.set_defaults(func=_train)
 
     bench = sub.add_parser("bench", help="measure the shipped checkpoints; write results/metrics.json and .md",
                            description="Generate samples from each shipped checkpoint, compute the harness metrics "
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
-    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond")
+    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, vae, or a VAE snapshot vae_* (see --export-name)")
     bench.add_argument("--guidance-scale", type=float, nargs="+", default=[3.0],
                        help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
                             "several values give a sweep, one row each")

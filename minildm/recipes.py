@@ -164,7 +164,8 @@ def train_vae_recipe(name: str, steps: int | None = None, run_dir: str | Path = 
     return export_run(name, run_dir, out_dir) if export else state
 
 
-def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR) -> Path:
+def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR,
+                   export_name: str | None = None) -> Path:
     """Export a VAE run's last checkpoint (fp16) with its latent scale, computed on 10,000 training images."""
     recipe = VAE_RECIPES[name]
     state = Path(run_dir) / name / "state"
@@ -183,13 +184,16 @@ def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path 
         "torch": torch.__version__, "date": datetime.date.today().isoformat(),
         "latent_scale": scale, "final_recon_avg100": round(sum(recon) / max(1, len(recon)), 5),
     }
-    return save_model(vae, Path(out_dir) / name, meta=meta, dtype=torch.float16)
+    return save_model(vae, Path(out_dir) / (export_name or name), meta=meta, dtype=torch.float16)
 
 
-def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR) -> Path:
-    """Export the EMA weights of a run in progress (its last checkpoint) as the shipped checkpoint."""
+def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR,
+               export_name: str | None = None) -> Path:
+    """Export the EMA weights of a run in progress (its last checkpoint) as the shipped checkpoint.
+
+    `export_name` saves it under another name (e.g. a snapshot to compare, `vae_l1_3000`) instead of `name`."""
     if name in VAE_RECIPES:
-        return export_vae_run(name, run_dir, out_dir)
+        return export_vae_run(name, run_dir, out_dir, export_name)
     recipe = DIFFUSION_RECIPES[name]
     state = Path(run_dir) / name / "state"
     if not state.with_name("state.json").exists():
@@ -210,4 +214,4 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
         "changes": lineage.get("changes", []),
     }
-    return save_model(ema, Path(out_dir) / name, meta=meta, dtype=torch.float16)
+    return save_model(ema, Path(out_dir) / (export_name or name), meta=meta, dtype=torch.float16)
