@@ -39,6 +39,7 @@ CLASS_NAMES = (
 NUM_CLASSES = len(CLASS_NAMES)
 HUB_ID = "zalando-datasets/fashion_mnist"
 DATA_ENV = "MINILDM_DATA"
+DOWNLOAD_ENV = "MINILDM_ALLOW_DOWNLOAD"  # "1": the Hub may be used when no local copy exists (the Colab cell sets it)
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_DIR = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
 
@@ -56,7 +57,8 @@ HOW_TO_GET = (
     "  * Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist   (installs to /usr/share/datasets/fashion-mnist)\n"
     f"  * any folder holding the four IDX .gz files: export {DATA_ENV}=/path/to/folder\n"
     f"  * copy the four files into {REPO_DIR}\n"
-    f"  * online (e.g. Colab): load_fashion_mnist(allow_download=True) uses the Hub dataset {HUB_ID}"
+    f"  * online (e.g. Colab): load_fashion_mnist(allow_download=True), or {DOWNLOAD_ENV}=1 for every loader, "
+    f"uses the Hub dataset {HUB_ID}"
 )
 
 
@@ -135,8 +137,10 @@ def _load_arrays_local(split: str, folder: Path) -> tuple[np.ndarray, np.ndarray
     return out[0], out[1]
 
 
-def load_arrays(split: str = "train", allow_download: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images `(N, 28, 28)` and int64 labels `(N,)` of one split, verified."""
+def load_arrays(split: str = "train", allow_download: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images `(N, 28, 28)` and int64 labels `(N,)` of one split, verified.
+
+    Local copies first; the Hub only if `allow_download` (None: only if MINILDM_ALLOW_DOWNLOAD=1)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}.")
     folder = find_data_dir()
@@ -148,8 +152,18 @@ def load_arrays(split: str = "train", allow_download: bool = False) -> tuple[np.
     return images, np.asarray(ds["label"], dtype=np.int64)
 
 
-def _load_from_hub(allow_download: bool):
-    if not allow_download:
+def _download_allowed(allow_download: bool | None) -> bool:
+    """`allow_download`, or when None the environment variable MINILDM_ALLOW_DOWNLOAD ("1" yes, "0"/unset no)."""
+    if allow_download is not None:
+        return bool(allow_download)
+    value = os.environ.get(DOWNLOAD_ENV, "0").strip()
+    if value not in ("0", "1", ""):
+        raise ValueError(f"{DOWNLOAD_ENV}={value!r} is not understood: use 1 (the Hub may be used) or 0.")
+    return value == "1"
+
+
+def _load_from_hub(allow_download: bool | None):
+    if not _download_allowed(allow_download):
         raise DataError(_not_found_message())
     import datasets
     try:
@@ -225,7 +239,7 @@ def to_uint8(x: torch.Tensor, unpad: bool = False) -> torch.Tensor:
 
 
 def load_tensors(split: str = "train", pad: bool = True, limit: int | None = None,
-                 allow_download: bool = False) -> torch.utils.data.TensorDataset:
+                 allow_download: bool | None = None) -> torch.utils.data.TensorDataset:
     """The fast path: a whole split preprocessed once, as a `TensorDataset(x0 (N, 1, 32, 32), labels (N,))`."""
     images, labels = load_arrays(split, allow_download=allow_download)
     if limit is not None:

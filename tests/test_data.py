@@ -63,6 +63,29 @@ def test_missing_dataset_lists_every_place_and_the_remedies(monkeypatch, tmp_pat
         load_fashion_mnist(allow_download=False)
 
 
+def test_download_env_var_opts_in_to_the_hub_and_rejects_nonsense(monkeypatch, tmp_path):
+    _nowhere(monkeypatch, tmp_path)
+    calls = []
+
+    def fake_hub(hub_id):  # no network here: record that the Hub would have been asked
+        calls.append(hub_id)
+        raise ConnectionError("offline")
+
+    import datasets
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    monkeypatch.delenv(data.DOWNLOAD_ENV, raising=False)
+    with pytest.raises(DataError, match="not tried"):
+        load_arrays("test")
+    assert calls == []                                   # default: never touches the network
+    monkeypatch.setenv(data.DOWNLOAD_ENV, "1")
+    with pytest.raises(DataError, match="Hub download failed: ConnectionError"):
+        load_arrays("test")
+    assert calls == [data.HUB_ID]
+    monkeypatch.setenv(data.DOWNLOAD_ENV, "yes")
+    with pytest.raises(ValueError, match="MINILDM_ALLOW_DOWNLOAD='yes' is not understood"):
+        load_arrays("test")
+
+
 def test_env_var_pointing_at_empty_folder(monkeypatch, tmp_path):
     _nowhere(monkeypatch, tmp_path)
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path))

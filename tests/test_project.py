@@ -65,3 +65,19 @@ def test_notebooks_match_their_sources_and_carry_outputs():
         outputs = [o for c in cells for o in c.get("outputs", [])]
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name} has no figure in its outputs"
         assert not any(o.get("output_type") == "error" for o in outputs), f"{path.name} was saved with an error"
+
+
+def test_every_notebook_starts_with_the_colab_cell_which_is_a_no_op_here(tmp_path, monkeypatch):
+    import json
+    import os
+    cells = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        first = json.loads(path.read_text())["cells"][0]
+        source = "".join(first["source"])
+        assert first["cell_type"] == "code" and "Colab setup" in source and 'find_spec("minildm")' in source, path.name
+        cells.append(source)
+    assert len(set(cells)) == 1                  # one cell, the same everywhere
+    monkeypatch.chdir(tmp_path)
+    before = (os.getcwd(), dict(os.environ))
+    exec(cells[0], {})                           # minildm is installed here: nothing may happen
+    assert (os.getcwd(), dict(os.environ)) == before and not (tmp_path / "minildm").exists()
