@@ -39,10 +39,11 @@ class DiffusionRecipe:
     prediction_type: str = "eps"
     num_train_timesteps: int = 1000
     description: str = ""
+    latent_vae: str | None = None  # a latent model: trained on this VAE checkpoint's scaled latents (chapter 04)
 
     def scheduler(self) -> DDPMScheduler:
         return DDPMScheduler(self.num_train_timesteps, beta_schedule=self.beta_schedule,
-                             prediction_type=self.prediction_type)
+                             prediction_type=self.prediction_type, clip_sample=self.latent_vae is None)
 
 
 # No horizontal flips for the diffusion recipes: Fashion-MNIST footwear always points the same way (99-100%
@@ -65,7 +66,39 @@ DDPM_COND = DiffusionRecipe(
     description="class-conditional DDPM with classifier-free guidance on Fashion-MNIST 32x32 (chapter 02)",
 )
 
-DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND)}
+# Chapter 04: the class-conditional model of chapter 02, on the 4x8x8 latents of the chapter-03 VAE.
+LDM_COND = DiffusionRecipe(
+    name="ldm_cond",
+    model=UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=32, channel_mults=(1, 2, 2),
+                     attention=("none", "none", "full"), cross_attention=(False, False, False), heads=4,
+                     head_dim=32, num_classes=10),  # 8x8 -> 4x4 -> 2x2, ~0.9M parameters
+    train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
+                      checkpoint_every=500, p_uncond=0.1, hflip=False),
+    latent_vae="vae",
+    description="class-conditional latent diffusion with CFG on the vae's 4x8x8 latents (chapter 04)",
+)
+
+DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND)}
+
+
+def latent_dataset(vae_name: str, cache_dir: str | Path = "runs/latents", device=None) -> torch.utils.data.TensorDataset:
+    """The training set as scaled latents of the named VAE checkpoint, `TensorDataset(z (60000, C, h, w), labels)`.
+
+    Encoded once and cached as safetensors under `cache_dir`, keyed by the VAE file's sha256."""
+    from minildm.checkpoints import find, load_tensors as load_st, save_tensors, sha256_file
+    from minildm.pipelines.latent import encode_latents
+    path = find(vae_name)
+    digest = sha256_file(path)
+    cache = Path(cache_dir) / f"{vae_name}-{digest[:12]}"
+    x0, labels = load_tensors("train").tensors
+    if cache.with_suffix(".json").exists():
+        tensors, _ = load_st(cache)
+        return torch.utils.data.TensorDataset(tensors["z"], labels)
+    vae = load_model(VAE, path, device=device or "cpu")
+    z = encode_latents(vae, x0, vae.meta["latent_scale"])
+    save_tensors(cache, {"z": z.contiguous()}, {"vae": vae_name, "vae_sha256": digest,
+                                                "latent_scale": vae.meta["latent_scale"]})
+    return torch.utils.data.TensorDataset(z, labels)
 
 
 @dataclass(frozen=True)
@@ -145,7 +178,7 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
                        wall_clock_s=start.meta.get("wall_clock_s", 0.0))
         print(f"starting from the shipped weights {shipped} ({lineage['steps_before']} steps)")
     lineage_path.parent.mkdir(parents=True, exist_ok=True)
-    dataset = load_tensors("train")
+    dataset = latent_dataset(recipe.latent_vae, Path(run_dir) / "latents") if recipe.latent_vae else load_tensors("train")
     lineage_path.write_text(json.dumps(lineage, indent=2))
     train_diffusion(model, recipe.scheduler(), dataset, train_cfg, device=device, checkpoint=state, progress=progress)
     return export_run(name, run_dir, out_dir) if export else state
@@ -214,4 +247,9 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
         "changes": lineage.get("changes", []),
     }
+    if recipe.latent_vae:  # which decoder this latent model belongs to, and its scale
+        from minildm.checkpoints import find, load_tensors as load_st, sha256_file
+        vae_path = find(recipe.latent_vae)
+        meta |= {"latent_vae": recipe.latent_vae, "latent_vae_sha256": sha256_file(vae_path),
+                 "latent_scale": load_st(vae_path)[1]["meta"]["latent_scale"], "clip_sample": False}
     return save_model(ema, Path(out_dir) / (export_name or name), meta=meta, dtype=torch.float16)
