@@ -45,12 +45,16 @@ def num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: int = 32, channels: int = 1,
-                     steps: int = 10, warmup: int = 3, seed: int = 0) -> float:
+def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: int | None = None,
+                     channels: int | None = None, steps: int = 10, warmup: int = 3, seed: int = 0) -> float:
     """Images/s of training steps (forward + MSE + backward + AdamW) after `warmup` steps.
 
-    Works for minildm's `UNet` and diffusers' `UNet2DModel` (whose output is `.sample`).
+    Works for minildm's `UNet` and diffusers' `UNet2DModel` (whose output is `.sample`); `image_size` and
+    `channels` default to the model config's (a latent model trains on `(B, 4, 8, 8)`, a pixel one on `(B, 1, 32, 32)`).
     """
+    config = getattr(model, "config", None)
+    image_size = image_size or getattr(config, "image_size", 32)
+    channels = channels or getattr(config, "in_channels", 1)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     model.train()
@@ -58,9 +62,11 @@ def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: 
     x_t = torch.randn(batch_size, channels, image_size, image_size, device=device)
     t = torch.randint(0, 1000, (batch_size,), device=device)
     eps = torch.randn_like(x_t)
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    cond = (torch.randint(0, num_classes + 1, (batch_size,), device=device),) if num_classes else ()  # class models
 
     def step():
-        out = model(x_t, t)
+        out = model(x_t, t, *cond)
         loss = torch.nn.functional.mse_loss(getattr(out, "sample", out), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,7 +203,54 @@ def bench_vae(n: int, sampler: str, steps: int, device, quick: bool, name: str =
             "scaled_latent_mean": round(z.mean().item(), 4), "sample_s_per_img": round(seconds / len(x), 5)}
 
 
-BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae}
+def load_latent_pair(name: str = "ldm_cond", device=None):
+    """A latent model and the VAE it was trained on; refuses a VAE whose sha256 differs from the recorded one."""
+    from minildm.models.vae import VAE
+    unet = checkpoints.load_model(UNet, checkpoints.find(name), device=device)
+    vae_path = checkpoints.find(unet.meta["latent_vae"])
+    if checkpoints.sha256_file(vae_path) != unet.meta["latent_vae_sha256"]:
+        raise checkpoints.CheckpointError(
+            f"{name} was trained on the latents of {unet.meta['latent_vae']} with sha256 "
+            f"{unet.meta['latent_vae_sha256'][:12]}..., but {vae_path} differs: its latents mean something else. "
+            f"Retrain with `minildm train {name}` or restore the matching VAE.")
+    return unet, checkpoints.load_model(VAE, vae_path, device=device)
+
+
+@torch.no_grad()
+def latent_batched(unet, vae, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None):
+    """Many latent CFG samples in batches with one seeded generator (for metrics). Returns CPU images."""
+    from minildm.pipelines.latent import latent_guided_sample
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([latent_guided_sample(unet, vae, scheduler, labels[i:i + batch_size], guidance_scale, generator,
+                                           steps, device=device, progress=False).images.cpu()
+                      for i in range(0, len(labels), batch_size)])
+
+
+def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
+    """Chapter 04: the latent model's samples (decoded) and its cost against the pixel model of chapter 02."""
+    unet, vae = load_latent_pair("ldm_cond", device)
+    kw = dict(num_train_timesteps=unet.meta["num_train_timesteps"], beta_schedule=unet.meta["beta_schedule"],
+              prediction_type=unet.meta["prediction_type"], clip_sample=False)
+    scheduler, steps_arg = (DDIMScheduler(**kw), steps) if sampler == "ddim" else (DDPMScheduler(**kw), None)
+    labels = torch.arange(n) % unet.config.num_classes
+    start = time.perf_counter()
+    images = latent_batched(unet, vae, scheduler, labels, guidance_scale, steps_arg, device=device)
+    seconds = time.perf_counter() - start
+    acc = metrics.class_accuracy(images, labels)
+    row = {**metrics.fid_report(images), "model": "ldm_cond", "sampler": sampler,
+           "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
+           "params": num_parameters(unet), "class_accuracy": round(acc["overall"], 4),
+           "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]], "confusion": acc["confusion"],
+           "sample_s_per_img": round(seconds / n, 4)}
+    if not quick:  # training images/s against the pixel model of chapter 02, alternating rounds, same batch
+        pixel = UNet(checkpoints.load_model(UNet, checkpoints.find("ddpm_cond")).config).to(device)
+        rates = compare_throughput({"latent": unet, "pixel": pixel}, rounds=3)
+        row |= {"train_img_per_s": round(rates["latent"]), "pixel_train_img_per_s": round(rates["pixel"]),
+                "train_speedup_vs_pixel": round(rates["latent"] / rates["pixel"], 2)}
+    return row
+
+
+BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "ldm_cond": bench_ldm_cond}
 
 
 def shipped_models() -> list[str]:
@@ -272,8 +325,9 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
                       f"floor at the same n (reported beside it).", stacklevel=2)
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    jobs = [(name, {"guidance_scale": s} if name == "ddpm_cond" else {})
-            for name in models for s in (scales if name == "ddpm_cond" else [None])]
+    guided = ("ddpm_cond", "ldm_cond")
+    jobs = [(name, {"guidance_scale": s} if name in guided else {})
+            for name in models for s in (scales if name in guided else [None])]
     for name, kwargs in jobs:
         if name.startswith("vae_"):  # a VAE variant checkpoint
             row = bench_vae(n, sampler, steps, device, quick, name=name)

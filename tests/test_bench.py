@@ -118,3 +118,25 @@ def test_vae_card_reads_its_targets_from_the_reconstruction_row(tmp_path, monkey
     assert "| test PSNR (28x28 image area) | ≥ 26 dB | 26.50 |" in card
     assert "| reconstruction feature-FID / floor (all 10,000 test images) | ≤ 3 | 3.00 |" in card
     assert "latent scale is `model.meta['latent_scale']` = 0.50000" in card
+
+
+def test_latent_bench_decodes_with_the_recorded_vae_and_refuses_another(tmp_path, monkeypatch):
+    import torch
+    from minildm.checkpoints import CheckpointError, save_model, sha256_file
+    from minildm.models.unet import UNet, UNetConfig
+    from minildm.models.vae import VAE, VAEConfig
+    torch.manual_seed(0)
+    vae_path = save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae", meta={"latent_scale": 0.5})
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "full"), heads=1, head_dim=8, groups=4, time_dim=16,
+                           cross_attention=(False, False), num_classes=10))
+    save_model(unet, tmp_path / "ldm_cond", meta={"num_train_timesteps": 100, "beta_schedule": "cosine",
+                                                  "prediction_type": "eps", "latent_vae": "vae",
+                                                  "latent_vae_sha256": sha256_file(vae_path)})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    with pytest.warns(UserWarning):
+        rows = bench.run(["ldm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False)
+    assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=3 / n=20" and sum(map(sum, rows[0]["confusion"])) == 20
+    save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae", meta={"latent_scale": 0.9})  # another VAE
+    with pytest.raises(CheckpointError, match="trained on the latents of vae"):
+        bench.load_latent_pair("ldm_cond")
