@@ -5,6 +5,8 @@
     minildm train classifier          the evaluation harness's reference classifier
     minildm bench [ddpm] [-n 5000]    metrics + timings of the shipped checkpoints -> results/metrics.json
     minildm card ddpm                 regenerate data/checkpoints/ddpm.md from what was measured
+    minildm sample ddpm_cond --label sneaker -n 16 -o sneakers.png
+    minildm train all                 every reference checkpoint, in dependency order
 
 References: argparse. Documented in README.md.
 """
@@ -12,11 +14,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+# `minildm train all`: every reference checkpoint, each after the ones it depends on
+TRAIN_ALL = ("classifier", "ddpm", "ddpm_cond", "vae", "ldm_cond")
 
 
 def _train(args) -> int:
     from minildm.recipes import DIFFUSION_RECIPES, VAE_RECIPES, train_recipe
     recipes = sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES) + ["classifier"]
+    if args.recipe == "all":
+        if args.export_only or args.steps:
+            print("minildm train all: --steps and --export-only apply to one recipe; name it.", file=sys.stderr)
+            return 2
+        for name in TRAIN_ALL:
+            print(f"== minildm train {name}")
+            code = _train(argparse.Namespace(**{**vars(args), "recipe": name}))
+            if code:
+                return code
+        return 0
     if args.list or not args.recipe:
         R = DIFFUSION_RECIPES | VAE_RECIPES
         for name in recipes:
@@ -40,6 +57,72 @@ def _train(args) -> int:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
                             export=not args.no_export)
     print(f"saved {path}")
+    return 0
+
+
+def _sample(args) -> int:
+    """`minildm sample MODEL`: a grid of samples from a shipped checkpoint, written as a PNG."""
+    import torch
+    from PIL import Image
+
+    from minildm import checkpoints, data, viz
+    from minildm.models.unet import UNet
+    from minildm.pipelines.diffusion import sample
+    from minildm.pipelines.guided import guided_sample
+    from minildm.pipelines.latent import latent_guided_sample
+    from minildm.schedulers import DDIMScheduler
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model not in ("ddpm", "ddpm_cond", "ldm_cond"):
+        print(f"minildm sample: unknown model {args.model!r}; choose ddpm, ddpm_cond or ldm_cond.", file=sys.stderr)
+        return 2
+    label = None
+    if args.label is not None:
+        names = [n.lower() for n in data.CLASS_NAMES]
+        if args.label.isdigit() and int(args.label) < len(names):
+            label = int(args.label)
+        elif args.label.lower() in names:
+            label = names.index(args.label.lower())
+        else:
+            print(f"minildm sample: unknown label {args.label!r}; use 0-9 or one of: {', '.join(data.CLASS_NAMES)}.",
+                  file=sys.stderr)
+            return 2
+    if args.n < 1 or args.steps < 1:
+        print("minildm sample: -n and --steps must be >= 1.", file=sys.stderr)
+        return 2
+    if args.model == "ddpm" and label is not None:
+        print("minildm sample: ddpm is unconditional; --label needs ddpm_cond or ldm_cond.", file=sys.stderr)
+        return 2
+    try:
+        generator = torch.Generator().manual_seed(args.seed)
+        if args.model == "ldm_cond":
+            from minildm.bench import load_latent_pair
+            unet, vae = load_latent_pair("ldm_cond", args.device)
+            meta = unet.meta
+        else:
+            unet = checkpoints.load_model(UNet, checkpoints.find(args.model), device=args.device or "cpu")
+            meta = unet.meta
+        scheduler = DDIMScheduler(meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
+                                  prediction_type=meta["prediction_type"], clip_sample=args.model != "ldm_cond",
+                                  use_clipped_model_output=True)
+        labels = (torch.full((args.n,), label) if label is not None else torch.arange(args.n) % 10)
+        if args.model == "ddpm":
+            images = sample(unet, scheduler, args.n, generator, args.steps).images
+        elif args.model == "ddpm_cond":
+            images = guided_sample(unet, scheduler, labels, args.guidance_scale, generator, args.steps).images
+        else:
+            images = latent_guided_sample(unet, vae, scheduler, labels, args.guidance_scale, generator, args.steps).images
+    except checkpoints.CheckpointError as err:
+        print(f"minildm sample: {err}", file=sys.stderr)
+        return 2
+    grid = viz.grid_array(images.cpu(), nrow=min(8, args.n))  # (H, W) in [0, 1]
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".part")  # written whole, then renamed: no half-written PNG on disk
+    Image.fromarray((grid * 255).round().astype("uint8")).resize(
+        (grid.shape[1] * args.upscale, grid.shape[0] * args.upscale), Image.NEAREST).save(tmp, format="PNG")
+    tmp.replace(out)
+    print(f"wrote {out} ({args.n} samples of {args.model}, {args.steps} DDIM steps, seed {args.seed})")
     return 0
 
 
@@ -68,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train = sub.add_parser("train", help="train (or resume) a reference checkpoint recipe",
                            description="Train or resume a recipe; `--list` shows them.")
-    train.add_argument("recipe", nargs="?", help="recipe name, e.g. ddpm or classifier")
+    train.add_argument("recipe", nargs="?", help="recipe name, e.g. ddpm or classifier; `all` trains every one in order")
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
     train.add_argument("--steps", type=int, default=None,
                        help="total optimisation steps for diffusion recipes (epochs for the classifier)")
@@ -100,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     bench.add_argument("--quick", action="store_true", help="tiny n and short timings (MINILDM_QUICK=1 implies it)")
     bench.set_defaults(func=_bench)
+
+    samp = sub.add_parser("sample", help="sample a grid from a shipped checkpoint into a PNG",
+                          description="Sample with DDIM from ddpm, ddpm_cond (classifier-free guidance) or ldm_cond "
+                                      "(latent diffusion, decoded by its VAE); writes a PNG grid.")
+    samp.add_argument("model", help="ddpm, ddpm_cond or ldm_cond")
+    samp.add_argument("--label", default=None, help="class name or index for conditional models (default: all ten)")
+    samp.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
+    samp.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale s (1 conditional, 0 unconditional)")
+    samp.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    samp.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images")
+    samp.add_argument("-o", "--output", default="samples.png", help="PNG to write (default samples.png)")
+    samp.add_argument("--upscale", type=int, default=4, help="pixel upscaling of the PNG (default 4)")
+    samp.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
+    samp.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    samp.set_defaults(func=_sample)
 
     card = sub.add_parser("card", help="rewrite a checkpoint's model card from its metadata and results/metrics.json")
     card.add_argument("name", help="checkpoint name, e.g. ddpm")
