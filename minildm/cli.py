@@ -126,6 +126,18 @@ def _sample(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from minildm.checkpoints import CheckpointError
+    try:
+        from minildm.demo import launch
+        print(f"minildm demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
+        launch(args.host, args.port, args.model, args.device)
+    except (ImportError, CheckpointError) as err:  # missing gradio or checkpoint: say so, no traceback
+        print(f"minildm demo: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench(args) -> int:
     from minildm import bench, runtime
     quick = args.quick or runtime.is_quick()
@@ -198,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
     samp.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     samp.set_defaults(func=_sample)
+
+    demo = sub.add_parser("demo", help="a Gradio app over the shipped class-conditional model (needs the [demo] extra)",
+                          description="Launch the Gradio demo: garment, negative garment, guidance scale, steps, "
+                                      "seed -> image grid. Install with pip install -e \".[demo]\".")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    demo.add_argument("--model", default="ddpm_cond", help="class-conditional checkpoint (default ddpm_cond)")
+    demo.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
+    demo.set_defaults(func=_demo)
 
     card = sub.add_parser("card", help="rewrite a checkpoint's model card from its metadata and results/metrics.json")
     card.add_argument("name", help="checkpoint name, e.g. ddpm")

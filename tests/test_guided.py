@@ -109,3 +109,17 @@ def test_brightness_guidance_moves_brightness(model):
     b_plain, b_bright, b_dark = (mean_brightness(o.images).mean().item() for o in (plain, bright, dark))
     assert b_dark < b_plain - 0.05 < b_plain + 0.05 < b_bright, (b_dark, b_plain, b_bright)
     assert abs(b_bright - 0.9) < abs(b_plain - 0.9) and abs(b_dark - 0.1) < abs(b_plain - 0.1)
+
+
+def test_negative_labels_replace_the_null_class(model):
+    sched = DDIMScheduler(50)
+    labels = torch.tensor([1, 2])
+    plain = guided_sample(model, sched, labels, 2.0, torch.Generator().manual_seed(0), 3, progress=False).images
+    null = torch.full_like(labels, model.config.num_classes)
+    same = guided_sample(model, sched, labels, 2.0, torch.Generator().manual_seed(0), 3, progress=False,
+                         negative_labels=null).images
+    other = guided_sample(model, sched, labels, 2.0, torch.Generator().manual_seed(0), 3, progress=False,
+                          negative_labels=torch.tensor([5, 5])).images
+    assert torch.equal(plain, same) and not torch.allclose(plain, other)
+    with pytest.raises(ValueError, match="must match labels"):
+        guided_sample(model, sched, labels, 2.0, None, 3, progress=False, negative_labels=torch.tensor([5]))

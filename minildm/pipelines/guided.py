@@ -75,7 +75,7 @@ def _check_real(name: str, value, hint: str) -> float:
 def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guidance_scale: float = 3.0,
                   generator: torch.Generator | None = None, num_inference_steps: int | None = None,
                   device: str | torch.device | None = None, return_intermediates: bool = False,
-                  progress: bool = True) -> SampleOutput:
+                  progress: bool = True, negative_labels: torch.Tensor | None = None) -> SampleOutput:
     """Classifier-free guided sampling: one image per label, with any minildm scheduler.
 
     `guidance_scale` is s in `eps = eps_uncond + s * (eps_cond - eps_uncond)`: s = 1 is plain conditional
@@ -83,7 +83,8 @@ def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guida
     Salimans' w = s - 1). Negative s is allowed and pushes *away* from the label. `labels` may contain the
     null class `num_classes` itself (an unconditional sample, whatever s). The doubled batch is used at every
     s, so one seed gives the same noise, and images equal to float rounding, as `diffusion.sample` at s = 0
-    (null labels) and s = 1 (the labels).
+    (null labels) and s = 1 (the labels). `negative_labels` `(B,)` replace the null class in the first half of
+    the batch — a negative prompt, for classes: guidance then pushes away from them.
     Derived in notebooks/02_class_conditional.ipynb.
     """
     num_classes, guidance_scale = _check_guided_args(model, labels, guidance_scale)
@@ -95,6 +96,11 @@ def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guida
     scheduler.set_timesteps(num_inference_steps)
     labels = labels.to(device).long()                                               # (B,)
     null = torch.full_like(labels, num_classes)                                     # (B,) the null class
+    if negative_labels is not None:                                                 # a negative "prompt"
+        _check_guided_args(model, negative_labels, guidance_scale)
+        if negative_labels.shape != labels.shape:
+            raise ValueError(f"negative_labels {tuple(negative_labels.shape)} must match labels {tuple(labels.shape)}.")
+        null = negative_labels.to(device).long()
     cond_in = torch.cat([null, labels])                                             # (2B,) [uncond, cond]
     x_t = initial_noise(shape, generator, device) * scheduler.init_noise_sigma     # x_T ~ N(0, I)
     frames, pred_x0s = ([x_t.cpu()], []) if return_intermediates else (None, None)
