@@ -1,5 +1,6 @@
 """minildm.exercises: every checker accepts the reference solution and rejects the typical mistakes."""
 import math
+import re
 
 import pytest
 import torch
@@ -7,16 +8,17 @@ import torch.nn.functional as F
 
 from minildm.exercises import (
     ExerciseFailed,
-    _ab,
-    _ddim,
+    check_brightness_loss,
     check_cfg,
     check_cross_attention,
     check_ddim_step,
     check_kl,
+    check_latent_scale,
     check_posterior_mean,
     check_q_sample,
     check_reparameterise,
 )
+from minildm.exercises.ddpm import _ab, _ddim
 from minildm.models.vae import DiagonalGaussian
 from minildm.schedulers import DDIMScheduler
 
@@ -240,3 +242,66 @@ def test_messages_show_expected_vs_got_and_the_difference():
 def test_shape_bug_inside_the_function_gets_a_broadcasting_hint():
     with pytest.raises(ExerciseFailed, match=r"(?s)case 1 of 6.*RuntimeError.*reshaping to \(B, 1, 1, 1\)"):
         check_q_sample(lambda x0, t, eps, ab: ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * eps)
+
+
+# ---- 02: the brightness loss; 03: the latent scale ------------------------------------------------------
+def brightness_loss(pred_x0, target):
+    return (((pred_x0 + 1) / 2).flatten(1).mean(1) - target).pow(2).sum()
+
+
+def test_brightness_loss_checker_accepts_the_reference_and_the_pipeline_agrees(capsys):
+    from minildm.pipelines.guided import mean_brightness
+    check_brightness_loss(brightness_loss)
+    check_brightness_loss(lambda x, target: ((mean_brightness(x) - target) ** 2).sum())  # the pipeline's formula
+    assert "✓ brightness_loss: correct on 4 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, b: (x.flatten(1).mean(1) - b).pow(2).sum(), "[0, 1] scale"),
+    (lambda x, b: (((x + 1) / 2).flatten(1).mean(1) - b).pow(2).mean(), "sum over images"),
+    (lambda x, b: (((x + 1) / 2).flatten(1).mean(1) - b).sum(), "square the difference"),
+])
+def test_brightness_loss_checker_names_the_mistake(wrong, hint):
+    with pytest.raises(ExerciseFailed, match=re.escape(hint)):
+        check_brightness_loss(wrong)
+
+
+def test_latent_scale_checker_accepts_the_reference_and_minildm_agrees(capsys):
+    from minildm.models.vae import latent_scale
+
+    class Identity(torch.nn.Module):  # "encodes" latents to themselves, so latent_scale sees z directly
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def encode(self, z):
+            return DiagonalGaussian(z, torch.full_like(z, -60.0))   # logvar clamped to -30: std ~3e-7
+
+    check_latent_scale(lambda z: 1 / z.std())
+    check_latent_scale(lambda z: torch.tensor(latent_scale(Identity(), z.float(), sample=False), dtype=z.dtype))
+    assert "✓ latent_scale: correct on 3 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda z: z.std(), "its inverse"), (lambda z: 1 / z.var(), "square root is missing"),
+    (lambda z: (1 / z.std(dim=(0, 2, 3))).mean(), "one number, over all elements"),
+])
+def test_latent_scale_checker_names_the_mistake(wrong, hint):
+    with pytest.raises(ExerciseFailed, match=re.escape(hint)):
+        check_latent_scale(wrong)
+
+
+def test_drop_condition_checker_accepts_minildm_and_names_mistakes(capsys):
+    from minildm.exercises import check_drop_condition
+
+    def reference(cond, drop, null):  # drop_condition with p = 1 on the dropped rows only
+        return torch.where(drop.view(-1, *[1] * (cond.dim() - 1)), torch.as_tensor(null, dtype=cond.dtype), cond)
+
+    check_drop_condition(reference)
+    assert "✓ drop_condition: correct on 3 cases" in capsys.readouterr().out
+    inverted = lambda c, d, n: reference(c, ~d, n)  # noqa: E731
+    with pytest.raises(ExerciseFailed, match="the mask is inverted"):
+        check_drop_condition(inverted)
+    no_broadcast = lambda c, d, n: torch.where(d, torch.as_tensor(n, dtype=c.dtype), c)  # noqa: E731
+    with pytest.raises(ExerciseFailed, match="text states"):
+        check_drop_condition(no_broadcast)

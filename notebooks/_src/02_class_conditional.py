@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from minildm import checkpoints, data, metrics, runtime, viz
-from minildm.exercises import check_cfg
+from minildm.exercises import check_brightness_loss, check_cfg, check_drop_condition
 from minildm.models.unet import UNet
 from minildm.pipelines.diffusion import initial_noise
 from minildm.pipelines.guided import brightness_guided_sample, guided_sample, mean_brightness
@@ -148,6 +148,18 @@ labels = torch.randint(0, 10, (100_000,), generator=torch.Generator().manual_see
 dropped = drop_condition(labels, p=0.1, null=10, generator=torch.Generator().manual_seed(1))
 print(f"null-class rate with p_uncond = 0.1: {(dropped == 10).float().mean():.4f} (standard error 0.0009)")
 print("first labels:", labels[:12].tolist(), "->", dropped[:12].tolist())
+
+# %% [markdown]
+# **Exercise: condition dropout.** Given the coin flips `drop` `(B,)`, replace the condition by `null` where `drop` is
+# True. It must work for labels `(B,)` and, for chapter 05, for text states `(B, L, D)` with the empty prompt's `(L, D)`.
+
+# %%
+def my_drop_condition(cond, drop, null):
+    mask = drop.view(-1, *[1] * (cond.dim() - 1))                           # (B, 1, ...) broadcasts over cond
+    return torch.where(mask, torch.as_tensor(null, dtype=cond.dtype), cond)
+
+
+check_drop_condition(my_drop_condition)
 
 # %% [markdown]
 # **Exercise: the CFG line.** Write `cfg(eps_uncond, eps_cond, guidance_scale)`; the check tests it at several
@@ -310,6 +322,16 @@ if guided_rows:
 # Any differentiable loss on the predicted clean image can steer sampling (the "colour guidance" of the
 # Hugging Face course, for grayscale): at each step, estimate $\hat x_0$, compute
 # $L = (\text{mean brightness}(\hat x_0) - b^\star)^2$, and move $x_t \leftarrow x_t - \lambda \nabla_{x_t} L$ before the scheduler step.
+#
+# **Exercise: the brightness loss.** Write `brightness_loss(pred_x0, target)`: brightness on the $[0, 1]$ scale, the
+# squared distance to the target, summed over images (so that each image's nudge does not depend on the batch size).
+
+# %%
+def brightness_loss(pred_x0, target):
+    return (((pred_x0 + 1) / 2).flatten(1).mean(1) - target).pow(2).sum()
+
+
+check_brightness_loss(brightness_loss)
 
 # %%
 targets = (0.1, None, 0.4)
@@ -341,9 +363,9 @@ for key, r in sorted(results.items()):
 
 # %% [markdown]
 # ## Exercises
-# 1. **The CFG line** (section 3, `check_cfg`).
-# 2. **Brightness guidance.** Write your own `brightness_loss(pred_x0, target)` and guidance step inside
-#    `my_guided_sample`; compare with `brightness_guided_sample`. What happens with a very large $\lambda$?
+# 1. **The CFG line** and **condition dropout** (section 3, `check_cfg`, `check_drop_condition`).
+# 2. **The brightness loss** (section 8, `check_brightness_loss`). Then put it, with its gradient step, inside
+#    `my_guided_sample` and compare with `brightness_guided_sample`. What happens with a very large $\lambda$?
 # 3. Sample with $s = 0$, then with a negative $s$. What do "anti-sneakers" look like?
 # 4. Train the diffusers model of section 2 for 2,000 steps and compare its class accuracy at $s = 1$ with the
 #    reference model's (hint: `metrics.class_accuracy`). Which is better per training image?

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from minildm import checkpoints, data, metrics, runtime, viz
 from minildm.bench import reconstruct
-from minildm.exercises import check_kl, check_reparameterise
+from minildm.exercises import check_kl, check_latent_scale, check_reparameterise
 from minildm.models.vae import MLPVAE, VAE, DiagonalGaussian, MLPVAEConfig, VAEConfig, latent_scale, vae_loss
 from minildm.vae_training import VAETrainConfig, train_vae
 
@@ -297,7 +297,16 @@ plt.show()
 #
 # Rombach et al. (appendix G) rescale latents by $1/\hat\sigma$, the standard deviation of the training latents, so that
 # $z \cdot \text{scale}$ has unit variance. Stable Diffusion v1's famous `0.18215` is that number *for its own VAE*; ours must be
-# computed (`minildm.models.vae.latent_scale`) and is stored with the checkpoint:
+# computed (`minildm.models.vae.latent_scale`) and is stored with the checkpoint.
+#
+# **Exercise: the latent scale.** Write `scale_of(z)`: one number for a whole tensor of latents.
+
+# %%
+def scale_of(z):
+    return 1 / z.std()
+
+
+check_latent_scale(scale_of)
 
 # %%
 scale_live = latent_scale(vae, x0_train[:N_EVAL], generator=torch.Generator().manual_seed(0))
@@ -443,8 +452,9 @@ if shipped:
 # ## Exercises
 # 1. **Reparameterise** (section 1, `check_reparameterise`).
 # 2. **The KL term** (section 2, `check_kl`).
-# 3. Retrain the 2-D VAE with $\beta = 1$ and with $\beta = 10^{-4}$. How do the scatter plot and the decoded grid change, and why?
-# 4. Compute the latent scale with `sample=False` (posterior means). Why is it a little larger than with samples?
+# 3. **The latent scale** (section 6, `check_latent_scale`).
+# 4. Retrain the 2-D VAE with $\beta = 1$ and with $\beta = 10^{-4}$. How do the scatter plot and the decoded grid change, and why?
+# 5. Compute the latent scale with `sample=False` (posterior means). Why is it a little larger than with samples?
 #
 # ## Summary
 # - The ELBO = reconstruction − KL; the KL keeps the latent space filled and its scale known.
