@@ -52,8 +52,13 @@ def to_notebook(src: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def target_of(src: Path) -> Path:
+    """notebooks/_src/NN_x.py -> notebooks/NN_x.ipynb; notebooks/_src/solutions/NN_x.py -> notebooks/solutions/NN_x.ipynb"""
+    return OUT / src.relative_to(SRC).with_suffix(".ipynb")
+
+
 def sources(names: list[str]) -> list[Path]:
-    found = sorted(SRC.glob("*.py"))
+    found = sorted(SRC.glob("*.py")) + sorted((SRC / "solutions").glob("*.py"))
     if names:
         found = [p for p in found if any(p.stem.startswith(n) for n in names)]
     if not found:
@@ -66,10 +71,11 @@ def build(names: list[str], force: bool = False) -> list[Path]:
     alone (its committed outputs are kept) unless `force` (what `run` does before executing it)."""
     built = []
     for src in sources(names):
-        target = OUT / f"{src.stem}.ipynb"
-        if not force and target.exists() and not check([src.stem]):
+        target = target_of(src)
+        if not force and target.exists() and not _differs(src):
             print(f"up to date {target.relative_to(ROOT)} (outputs kept)")
             continue
+        target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(to_notebook(src), target)
         built.append(target)
         print(f"built {target.relative_to(ROOT)}")
@@ -98,19 +104,23 @@ def run(names: list[str]) -> None:
     for target in build(names, force=True):
         start = time.time()
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
-                        "--ExecutePreprocessor.timeout=7200", str(target)], check=True, cwd=OUT)
+                        "--ExecutePreprocessor.timeout=7200", str(target)], check=True, cwd=target.parent)
         dropped = drop_progress_widgets(target)
         print(f"ran {target.name} in {time.time() - start:.0f} s ({dropped} progress-bar widgets dropped)")
+
+
+def _differs(src: Path) -> bool:
+    target = target_of(src)
+    want = [(k, b) for k, b in parse(src.read_text())]
+    have = [(c.cell_type, c.source) for c in nbformat.read(target, as_version=4).cells] if target.exists() else []
+    return want != have
 
 
 def check(names: list[str]) -> int:
     bad = 0
     for src in sources(names):
-        target = OUT / f"{src.stem}.ipynb"
-        want = [(k, b) for k, b in parse(src.read_text())]
-        have = [(c.cell_type, c.source) for c in nbformat.read(target, as_version=4).cells] if target.exists() else []
-        if want != have:
-            print(f"{target.name} differs from {src.name}: run `python tools/nb.py run {src.stem[:2]}`")
+        if _differs(src):
+            print(f"{target_of(src).relative_to(ROOT)} differs from {src.name}: run `python tools/nb.py run {src.stem[:2]}`")
             bad += 1
     return bad
 

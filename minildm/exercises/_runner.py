@@ -116,6 +116,10 @@ def _run(name: str, fn: Callable, names: tuple, cases: list, hint: str, nan_hint
         verdict = _verdict(fn, case, nan_hint)
         if verdict is not None:
             problem, why, cause = verdict
+            if isinstance(cause, NotImplementedError) and i == 1:  # the exercise stub: not attempted, not wrong
+                print(f"· {name}: not attempted yet (your function raises NotImplementedError). Write it, then run "
+                      f"this cell again; the solution is in notebooks/solutions/.")
+                return
             inputs = ", ".join(_fmt(n, a) for n, a in zip(names, case.args))
             raise ExerciseFailed(f"✗ {name}: wrong on case {i} of {len(cases)}: {case.desc}\n  inputs: {inputs}\n"
                                  f"  {problem}\n  hint: {why or hint}") from cause

@@ -155,19 +155,19 @@ print("first labels:", labels[:12].tolist(), "->", dropped[:12].tolist())
 
 # %%
 def my_drop_condition(cond, drop, null):
-    mask = drop.view(-1, *[1] * (cond.dim() - 1))                           # (B, 1, ...) broadcasts over cond
-    return torch.where(mask, torch.as_tensor(null, dtype=cond.dtype), cond)
+    raise NotImplementedError("your turn: torch.where with a mask that broadcasts over cond")
 
 
 check_drop_condition(my_drop_condition)
 
 # %% [markdown]
-# **Exercise: the CFG line.** Write `cfg(eps_uncond, eps_cond, guidance_scale)`; the check tests it at several
-# scales and recognises the usual mistakes (swapped terms, the $w$ convention, a wrong sign).
+# **Exercise: the CFG line.** Replace the `raise` with `cfg(eps_uncond, eps_cond, guidance_scale)`; the check tests it at
+# several scales and recognises the usual mistakes (swapped terms, the $w$ convention, a wrong sign). Until you write
+# it, the check says "not attempted" and the notebook runs on; solutions: `notebooks/solutions/02_solutions.ipynb`.
 
 # %%
 def cfg(eps_uncond, eps_cond, guidance_scale):
-    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+    raise NotImplementedError("your turn: one line (solution: notebooks/solutions/02_solutions.ipynb)")
 
 
 check_cfg(cfg)
@@ -328,7 +328,7 @@ if guided_rows:
 
 # %%
 def brightness_loss(pred_x0, target):
-    return (((pred_x0 + 1) / 2).flatten(1).mean(1) - target).pow(2).sum()
+    raise NotImplementedError("your turn: brightness on [0, 1], squared distance, summed over images")
 
 
 check_brightness_loss(brightness_loss)

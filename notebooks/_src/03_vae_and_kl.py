@@ -83,11 +83,12 @@ x0_test, labels_test = data.load_tensors("test").tensors      # (10000, 1, 32, 3
 # — the same move as $x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ in chapter 01. The encoder outputs $\log\sigma^2$ (any real number)
 # rather than $\sigma$ (which must be positive).
 #
-# **Exercise: reparameterise.** Write `reparameterise(mu, logvar, eps)`.
+# **Exercise: reparameterise.** Replace the `raise` with `reparameterise(mu, logvar, eps)`. Until you write it the check
+# says "not attempted" and the notebook runs on; solutions: `notebooks/solutions/03_solutions.ipynb`.
 
 # %%
 def reparameterise(mu, logvar, eps):
-    return mu + torch.exp(0.5 * logvar) * eps
+    raise NotImplementedError("your turn: one line (solution: notebooks/solutions/03_solutions.ipynb)")
 
 
 check_reparameterise(reparameterise)
@@ -113,8 +114,7 @@ check_reparameterise(reparameterise)
 
 # %%
 def kl(mu, logvar):
-    dims = tuple(range(1, mu.ndim))
-    return -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(logvar), dim=dims)
+    raise NotImplementedError("your turn: the closed form above, summed over dims 1..")
 
 
 check_kl(kl)
@@ -131,8 +131,9 @@ z = mu + torch.exp(0.5 * logvar) * torch.randn(20_000, 4, 8, 8, generator=g)    
 log_q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum((1, 2, 3))
 log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum((1, 2, 3))
 mc = (log_q - log_p)
-print(f"closed form {posterior.kl().item():.3f} nats | Monte Carlo {mc.mean():.3f} ± {mc.std() / len(mc) ** 0.5:.3f} "
-      f"| our exercise {kl(mu, logvar).item():.3f}")
+kld = -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(logvar))              # the famous line
+print(f"closed form {kld.item():.3f} nats (DiagonalGaussian.kl: {posterior.kl().item():.3f}) | Monte Carlo "
+      f"{mc.mean():.3f} ± {mc.std() / len(mc) ** 0.5:.3f}")
 
 # %% [markdown]
 # ## 3. A latent space you can draw: the 2-D MLP VAE
@@ -151,7 +152,7 @@ def my_mlp_vae(x, eps):
     h = F.silu(F.linear(h, enc[1].weight, enc[1].bias))                        # (B, 512)
     h = F.silu(F.linear(h, enc[3].weight, enc[3].bias))
     mu, logvar = F.linear(h, enc[5].weight, enc[5].bias).chunk(2, dim=1)       # 2 x (B, 2)
-    z = reparameterise(mu, logvar, eps)                                        # (B, 2)
+    z = mu + torch.exp(0.5 * logvar) * eps                                     # (B, 2), reparameterised
     h = F.silu(F.linear(z, dec[0].weight, dec[0].bias))
     h = F.silu(F.linear(h, dec[2].weight, dec[2].bias))
     return F.linear(h, dec[4].weight, dec[4].bias).reshape(-1, 1, 32, 32), mu, logvar   # (B, 1, 32, 32)
@@ -219,7 +220,9 @@ print({k: meta[k] for k in ("steps", "images_seen", "wall_clock_s", "device", "l
 # %%
 x = x0_test[:64].to(device)
 out = vae(x, generator=torch.Generator().manual_seed(0))
-by_hand = (x - out.reconstruction).abs().mean() + 1e-6 * kl(out.posterior.mu, out.posterior.logvar).mean() / 1024
+mu, logvar = out.posterior.mu, out.posterior.logvar                            # (64, 4, 8, 8) each
+kld = -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(logvar), dim=(1, 2, 3))  # (64,) nats per image
+by_hand = (x - out.reconstruction).abs().mean() + 1e-6 * kld.mean() / 1024      # l1 + beta * KL per pixel
 print(f"by hand {by_hand.item():.6f} | vae_loss {vae_loss(x, out, beta=1e-6, recon='l1').loss.item():.6f}")
 assert torch.allclose(by_hand, vae_loss(x, out, beta=1e-6, recon="l1").loss)
 
@@ -303,7 +306,7 @@ plt.show()
 
 # %%
 def scale_of(z):
-    return 1 / z.std()
+    raise NotImplementedError("your turn: one number for all elements")
 
 
 check_latent_scale(scale_of)
