@@ -106,7 +106,27 @@ def run(names: list[str]) -> None:
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
                         "--ExecutePreprocessor.timeout=7200", str(target)], check=True, cwd=target.parent)
         dropped = drop_progress_widgets(target)
-        print(f"ran {target.name} in {time.time() - start:.0f} s ({dropped} progress-bar widgets dropped)")
+        seconds = time.time() - start
+        record_time(target, seconds)
+        print(f"ran {target.name} in {seconds:.0f} s ({dropped} progress-bar widgets dropped)")
+
+
+def record_time(target: Path, seconds: float) -> None:
+    """Merge this run's wall-clock into results/notebooks.json: the README's "default CPU time" column."""
+    import datetime
+    import json
+    import os
+    import platform
+    path = ROOT / "results" / "notebooks.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    times[str(target.relative_to(OUT))] = {
+        "seconds": round(seconds), "quick": os.environ.get("MINILDM_QUICK", "0") == "1",
+        "machine": f"{platform.machine()}, {threads} threads", "date": datetime.date.today().isoformat()}
+    path.write_text(json.dumps(dict(sorted(times.items())), indent=2) + "\n")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import readme_times  # the README's "default CPU time" column
+    readme_times.main()
 
 
 def _differs(src: Path) -> bool:
