@@ -92,7 +92,8 @@ def _vae_card(name: str, header: dict, rows: dict) -> list[str]:
         "```", "",
         f"- Loss: {tc.get('recon')} reconstruction + beta {tc.get('beta')} x KL (per pixel)"
         + (f"; from step {tc.get('disc_start'):,} a patch discriminator (hinge loss, lr {tc.get('disc_lr')}) with "
-           f"LDM's adaptive weight x {tc.get('disc_weight')}." if tc.get("disc_weight") else "."),
+           f"LDM's adaptive weight x {tc.get('disc_weight')}." if tc.get("disc_weight")
+           and meta.get("steps", 0) > tc.get("disc_start", 0) else "; no discriminator."),
         f"- Optimiser: Adam (0.5, 0.9), lr {tc.get('lr')}, warm-up {tc.get('warmup_steps')} steps, batch "
         f"{tc.get('batch_size')}, grad clip {tc.get('grad_clip')}; no EMA.",
         f"- Model: VAE, config `{json.dumps(config)}`.", "",
@@ -100,7 +101,8 @@ def _vae_card(name: str, header: dict, rows: dict) -> list[str]:
         f"- Steps: **{meta.get('steps', 0):,}** ({meta.get('images_seen', 0):,} images seen, "
         f"{meta.get('images_seen', 0) / 60000:.1f} epochs).",
         f"- Wall-clock: {meta.get('wall_clock_s', 0):,.0f} s ({meta.get('wall_clock_s', 0) / 3600:.2f} h) on "
-        f"{meta.get('device')}; torch {meta.get('torch')}; exported {meta.get('date')}.", "",
+        f"{meta.get('device')}; torch {meta.get('torch')}; exported {meta.get('date')}.",
+        *[f"- Recipe change: {c}." for c in meta.get("changes", [])], "",
         "## Measured (`python -m minildm bench vae`: deterministic reconstructions of the test set)", "",
         "| target | goal | measured |", "|---|---|---|",
     ]
