@@ -242,11 +242,27 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
            "params": num_parameters(unet), "class_accuracy": round(acc["overall"], 4),
            "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]], "confusion": acc["confusion"],
            "sample_s_per_img": round(seconds / n, 4)}
+    # the floor the autoencoder sets: its reconstructions of n test images, FID at the same n
+    from minildm.data import load_tensors
+    x_test = load_tensors("test", limit=n).tensors[0]
+    row["vae_recon_fid_same_n"] = metrics.fid(reconstruct(vae, x_test, device=device))
+    row["fid_over_vae_recon_fid"] = round(row["fid"] / row["vae_recon_fid_same_n"], 3)
     if not quick:  # training images/s against the pixel model of chapter 02, alternating rounds, same batch
         pixel = UNet(checkpoints.load_model(UNet, checkpoints.find("ddpm_cond")).config).to(device)
         rates = compare_throughput({"latent": unet, "pixel": pixel}, rounds=3)
         row |= {"train_img_per_s": round(rates["latent"]), "pixel_train_img_per_s": round(rates["pixel"]),
                 "train_speedup_vs_pixel": round(rates["latent"] / rates["pixel"], 2)}
+        pixel_model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
+        pixel_ddim = DDIMScheduler(**{**kw, "clip_sample": True}, use_clipped_model_output=True)
+        labels16 = torch.arange(16) % 10
+        start = time.perf_counter()
+        latent_batched(unet, vae, scheduler, labels16, guidance_scale, steps_arg, device=device)
+        latent_s = (time.perf_counter() - start) / 16
+        start = time.perf_counter()
+        guided_batched(pixel_model, pixel_ddim, labels16, guidance_scale, steps_arg, device=device)
+        pixel_s = (time.perf_counter() - start) / 16
+        row |= {"sample_s_per_img_16": round(latent_s, 4), "pixel_sample_s_per_img_16": round(pixel_s, 4),
+                "sample_speedup_vs_pixel": round(pixel_s / latent_s, 2)}
     return row
 
 

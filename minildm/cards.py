@@ -30,6 +30,16 @@ TARGETS = {
         ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows: (_best_guided(rows) or {}).get("fid_ratio")),
         ("the best scale", "", lambda rows: (_best_guided(rows) or {}).get("guidance_scale")),
     ],
+    "ldm_cond": [
+        ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
+         lambda rows: (_best_guided(rows) or {}).get("train_speedup_vs_pixel")),
+        ("sampling s/image vs the pixel model (16 images, DDIM-50, CFG)", "≥ 10x",
+         lambda rows: (_best_guided(rows) or {}).get("sample_speedup_vs_pixel")),
+        ("FID / the VAE's reconstruction FID at the same n (n ≥ 5,000)", "≤ 1.5",
+         lambda rows: (_best_guided(rows) or {}).get("fid_over_vae_recon_fid")),
+        ("class accuracy at the best guidance scale (n ≥ 5,000)", "",
+         lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
+    ],
 }
 
 

@@ -137,6 +137,7 @@ def test_latent_bench_decodes_with_the_recorded_vae_and_refuses_another(tmp_path
     with pytest.warns(UserWarning):
         rows = bench.run(["ldm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False)
     assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=3 / n=20" and sum(map(sum, rows[0]["confusion"])) == 20
+    assert rows[0]["fid_over_vae_recon_fid"] == pytest.approx(rows[0]["fid"] / rows[0]["vae_recon_fid_same_n"], rel=1e-2)
     save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae", meta={"latent_scale": 0.9})  # another VAE
     with pytest.raises(CheckpointError, match="trained on the latents of vae"):
         bench.load_latent_pair("ldm_cond")
