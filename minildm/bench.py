@@ -352,8 +352,8 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
         rows.append(row)
         print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "
-              f"ratio {row['fid_ratio']:.2f}")
-    json_path, md_path = write_results(rows, Path(out_dir))
+              f"ratio {row['fid_ratio']:.2f}", flush=True)
+        json_path, md_path = write_results([row], Path(out_dir))  # each row as soon as it is measured
     if readme and Path(out_dir).resolve() == RESULTS.resolve():
         update_readme(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
