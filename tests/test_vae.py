@@ -213,3 +213,18 @@ def test_short_training_lowers_the_loss():
         opt.step()
     after = eval_loss()
     assert after < 0.5 * before, (before, after)
+
+
+def test_the_shipped_vae_meets_its_targets_on_a_test_slice():
+    """Chapter 03's reference on the first 1,000 test images (the full numbers: `minildm bench vae`, its card)."""
+    from minildm import checkpoints, metrics
+    from minildm.bench import reconstruct
+    from minildm.data import load_tensors
+    vae = checkpoints.load_model(VAE, checkpoints.find("vae"))
+    x, labels = load_tensors("test", limit=1000).tensors
+    rec = reconstruct(vae, x)
+    assert metrics.psnr(rec, x, border=2) >= 26.0                        # dB on the 28x28 image area
+    assert metrics.class_accuracy(rec, labels)["overall"] >= 0.90         # meaning is kept
+    with torch.no_grad():
+        z = vae.encode(x).mode() * vae.meta["latent_scale"]
+    assert 0.9 < z.std().item() < 1.1 and z.shape[1:] == (4, 8, 8)       # unit-scale 4x8x8 latents
