@@ -159,12 +159,13 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         f"- Mean loss over the last 100 steps: {meta.get('final_loss_avg100')}.",
         *[f"- Recipe change during training: {c}." for c in meta.get("changes", [])], "",
         "## Measured (`minildm bench`)", "",
-        "| sampler | n | feature-FID | floor (same n) | ratio | class acc. | sample s/img | train img/s (peer) | device | date |",
+        "| sampler | n | feature-FID | floor (same n) | ratio | class acc. | sample s/img | train img/s (peer; pixel model for latent models) | device | date |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in sorted(rows.items()):
         acc = r.get("class_accuracy")
-        train = (f"{r['train_img_per_s']:.0f} ({r.get('peer_train_img_per_s', 0):.0f})"
+        other = r.get("peer_train_img_per_s") or r.get("pixel_train_img_per_s")  # diffusers peer, or the pixel model
+        train = (f"{r['train_img_per_s']:.0f} ({'–' if other is None else format(other, '.0f')})"
                  if r.get("train_img_per_s") else "–")
         lines.append(f"| {key.split(' / ', 1)[1]} | {r['n_samples']:,} | {r['fid']:.3f} | {r['fid_floor']:.3f} | "
                      f"{r['fid_ratio']:.2f} | {'–' if acc is None else format(acc, '.3f')} | "
