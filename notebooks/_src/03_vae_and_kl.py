@@ -24,8 +24,9 @@ if importlib.util.find_spec("minildm") is None:
 #
 # **Prerequisites.** Notebook 01 (Gaussians, the reparameterised sample $x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon$).
 #
-# **Budget.** About 6 minutes on a laptop CPU: a 2-D VAE and a few tiny VAEs are trained live; the spatial VAE
-# is the shipped reference `vae` (trained with `python -m minildm train vae`; card `data/checkpoints/vae.md`).
+# **Budget.** Minutes on a laptop CPU (the measured run time is in the README's course table): a 2-D VAE and a few
+# tiny VAEs are trained live; the spatial VAE is the shipped reference `vae` (trained with `python -m minildm train vae`;
+# card `data/checkpoints/vae.md`).
 
 # %%
 import json
