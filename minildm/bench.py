@@ -108,7 +108,8 @@ def schedulers_for(model, guided: bool = False) -> tuple[DDPMScheduler, DDIMSche
     """
     meta = model.meta
     kw = dict(num_train_timesteps=meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
-              prediction_type=meta["prediction_type"])
+              prediction_type=meta["prediction_type"],
+              clip_sample=meta.get("latent_vae") is None)  # latents are unit-variance, not [-1, 1] images
     return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided)
 
 
@@ -229,9 +230,8 @@ def latent_batched(unet, vae, scheduler, labels, guidance_scale, steps, seed=0, 
 def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
     """Chapter 04: the latent model's samples (decoded) and its cost against the pixel model of chapter 02."""
     unet, vae = load_latent_pair("ldm_cond", device)
-    kw = dict(num_train_timesteps=unet.meta["num_train_timesteps"], beta_schedule=unet.meta["beta_schedule"],
-              prediction_type=unet.meta["prediction_type"], clip_sample=False)
-    scheduler, steps_arg = (DDIMScheduler(**kw), steps) if sampler == "ddim" else (DDPMScheduler(**kw), None)
+    ddpm, ddim = schedulers_for(unet, guided=True)
+    scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % unet.config.num_classes
     start = time.perf_counter()
     images = latent_batched(unet, vae, scheduler, labels, guidance_scale, steps_arg, device=device)
@@ -248,12 +248,13 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     row["vae_recon_fid_same_n"] = metrics.fid(reconstruct(vae, x_test, device=device))
     row["fid_over_vae_recon_fid"] = round(row["fid"] / row["vae_recon_fid_same_n"], 3)
     if not quick:  # training images/s against the pixel model of chapter 02, alternating rounds, same batch
-        pixel = UNet(checkpoints.load_model(UNet, checkpoints.find("ddpm_cond")).config).to(device)
-        rates = compare_throughput({"latent": unet, "pixel": pixel}, rounds=3)
+        pixel_model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
+        # fresh copies: the timed training steps must not change the weights sampled below
+        rates = compare_throughput({"latent": UNet(unet.config).to(device), "pixel": UNet(pixel_model.config).to(device)},
+                                   rounds=3)
         row |= {"train_img_per_s": round(rates["latent"]), "pixel_train_img_per_s": round(rates["pixel"]),
                 "train_speedup_vs_pixel": round(rates["latent"] / rates["pixel"], 2)}
-        pixel_model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
-        pixel_ddim = DDIMScheduler(**{**kw, "clip_sample": True}, use_clipped_model_output=True)
+        pixel_ddim = schedulers_for(pixel_model, guided=True)[1]
         labels16 = torch.arange(16) % 10
         start = time.perf_counter()
         latent_batched(unet, vae, scheduler, labels16, guidance_scale, steps_arg, device=device)

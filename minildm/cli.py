@@ -70,7 +70,6 @@ def _sample(args) -> int:
     from minildm.pipelines.diffusion import sample
     from minildm.pipelines.guided import guided_sample
     from minildm.pipelines.latent import latent_guided_sample
-    from minildm.schedulers import DDIMScheduler
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,13 +98,10 @@ def _sample(args) -> int:
         if args.model == "ldm_cond":
             from minildm.bench import load_latent_pair
             unet, vae = load_latent_pair("ldm_cond", args.device)
-            meta = unet.meta
         else:
             unet = checkpoints.load_model(UNet, checkpoints.find(args.model), device=args.device or "cpu")
-            meta = unet.meta
-        scheduler = DDIMScheduler(meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
-                                  prediction_type=meta["prediction_type"], clip_sample=args.model != "ldm_cond",
-                                  use_clipped_model_output=True)
+        from minildm.bench import schedulers_for
+        scheduler = schedulers_for(unet, guided=True)[1]  # DDIM; no clipping for latent models
         labels = (torch.full((args.n,), label) if label is not None else torch.arange(args.n) % 10)
         if args.model == "ddpm":
             images = sample(unet, scheduler, args.n, generator, args.steps).images
@@ -139,14 +135,14 @@ def _demo(args) -> int:
 
 
 def _bench(args) -> int:
-    from minildm import bench, runtime
+    from minildm import bench, checkpoints, runtime
     quick = args.quick or runtime.is_quick()
     n = args.n if args.n is not None else (64 if quick else 5000)
     out = args.out or ("runs/bench-quick" if quick else str(bench.RESULTS))
     try:
         bench.run(args.models or None, n=n, sampler=args.sampler, steps=args.steps, out_dir=out,
                   device=args.device, quick=quick, guidance_scale=args.guidance_scale)
-    except ValueError as err:
+    except (ValueError, checkpoints.CheckpointError) as err:
         print(f"minildm bench: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,7 +17,7 @@ import torch
 from minildm import checkpoints, data, viz
 from minildm.models.unet import UNet
 from minildm.pipelines.guided import guided_sample
-from minildm.schedulers import DDIMScheduler
+from minildm.bench import schedulers_for
 
 NONE = "(none: unconditional)"
 
@@ -26,9 +26,7 @@ def make_generate(model_name: str = "ddpm_cond", device=None):
     """The function the app calls: (garment, negative, guidance_scale, steps, seed, n) -> PIL image grid."""
     from PIL import Image
     model = checkpoints.load_model(UNet, checkpoints.find(model_name), device=device or "cpu")
-    meta = model.meta
-    scheduler = DDIMScheduler(meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
-                              prediction_type=meta["prediction_type"], use_clipped_model_output=True)
+    scheduler = schedulers_for(model, guided=True)[1]  # DDIM as the bench samples it
     names = list(data.CLASS_NAMES)
 
     def generate(garment: str, negative: str, guidance_scale: float, steps: int, seed: int, n: int):
