@@ -144,12 +144,13 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
                     config: TrainConfig = TrainConfig(), device: str | torch.device = "cpu",
                     checkpoint: str | Path | None = None, null_cond=None,
                     on_sample: Callable[[torch.nn.Module, int], None] | None = None,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, max_seconds: float | None = None) -> TrainResult:
     """Train `model` to denoise `dataset` (x0 first, optional condition second) under `scheduler`.
 
     `checkpoint`: a path stem; if it exists, training resumes from it (same config required); it is
     rewritten every `config.checkpoint_every` steps and at the end. `null_cond`: the null condition for
-    `config.p_uncond` (defaults to `model.config.num_classes` for class-conditional models).
+    `config.p_uncond` (defaults to `model.config.num_classes` for class-conditional models). `max_seconds`:
+    also stop (and checkpoint) once this call has trained that long, for studies at equal wall-clock.
     Derived in notebooks/01_ddpm_from_scratch.ipynb (Algorithm 1).
     """
     device = torch.device(device)
@@ -191,7 +192,8 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
     start = time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress, dynamic_ncols=True)
     T = scheduler.num_train_timesteps
-    while step < config.steps:
+    out_of_time = False
+    while step < config.steps and not out_of_time:
         if pos + config.batch_size > n:  # new epoch: a new order, reproducible from the checkpointed state
             epoch_state = data_gen.get_state()
             order, pos = torch.randperm(n, generator=data_gen), 0
@@ -226,10 +228,12 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
         update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
         step += 1
         losses.append(round(loss.item(), 6))
+        out_of_time = max_seconds is not None and time.perf_counter() - start >= max_seconds
         bar.update(1)
         if step % 25 == 0 or step == config.steps:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
-        if ckpt_path is not None and (step % config.checkpoint_every == 0 or step == config.steps):
+        if ckpt_path is not None and (step % config.checkpoint_every == 0 or step == config.steps
+                                      or out_of_time):
             save_training_state(ckpt_path, model, ema, opt, step, losses,
                                 {"epoch": epoch_state, "noise": noise_gen.get_state()}, pos, config,
                                 seconds=seconds_before + time.perf_counter() - start)
