@@ -247,23 +247,14 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     x_test = load_tensors("test", limit=n).tensors[0]
     row["vae_recon_fid_same_n"] = metrics.fid(reconstruct(vae, x_test, device=device))
     row["fid_over_vae_recon_fid"] = round(row["fid"] / row["vae_recon_fid_same_n"], 3)
-    if not quick:  # training images/s against the pixel model of chapter 02, alternating rounds, same batch
-        pixel_model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
-        # fresh copies: the timed training steps must not change the weights sampled below
-        rates = compare_throughput({"latent": UNet(unet.config).to(device), "pixel": UNet(pixel_model.config).to(device)},
-                                   rounds=3)
-        row |= {"train_img_per_s": round(rates["latent"]), "pixel_train_img_per_s": round(rates["pixel"]),
-                "train_speedup_vs_pixel": round(rates["latent"] / rates["pixel"], 2)}
-        pixel_ddim = schedulers_for(pixel_model, guided=True)[1]
-        labels16 = torch.arange(16) % 10
-        start = time.perf_counter()
-        latent_batched(unet, vae, scheduler, labels16, guidance_scale, steps_arg, device=device)
-        latent_s = (time.perf_counter() - start) / 16
-        start = time.perf_counter()
-        guided_batched(pixel_model, pixel_ddim, labels16, guidance_scale, steps_arg, device=device)
-        pixel_s = (time.perf_counter() - start) / 16
-        row |= {"sample_s_per_img_16": round(latent_s, 4), "pixel_sample_s_per_img_16": round(pixel_s, 4),
-                "sample_speedup_vs_pixel": round(pixel_s / latent_s, 2)}
+    if not quick:  # chapter 04's cost table (minildm.studies.cost_table): same machine, alternating rounds
+        from minildm.studies import cost_table
+        cost = cost_table(device=device, steps=steps, guidance_scale=guidance_scale)
+        row |= {"train_img_per_s": cost["latent"]["train_img_per_s"],
+                "pixel_train_img_per_s": cost["pixel"]["train_img_per_s"], "train_speedup_vs_pixel": cost["train_speedup"],
+                "sample_batch": cost["sample_batch"], "sample_s_per_img_batch": cost["latent"]["sample_s_per_img"],
+                "pixel_sample_s_per_img_batch": cost["pixel"]["sample_s_per_img"],
+                "sample_speedup_vs_pixel": cost["sample_speedup"]}
     return row
 
 

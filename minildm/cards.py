@@ -33,14 +33,24 @@ TARGETS = {
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
          lambda rows: (_best_guided(rows) or {}).get("train_speedup_vs_pixel")),
-        ("sampling s/image vs the pixel model (16 images, DDIM-50, CFG)", "≥ 10x",
+        ("sampling s/image vs the pixel model (batch of 64, DDIM-50, CFG)", "≥ 10x",
          lambda rows: (_best_guided(rows) or {}).get("sample_speedup_vs_pixel")),
         ("FID / the VAE's reconstruction FID at the same n (n ≥ 5,000)", "≤ 1.5",
          lambda rows: (_best_guided(rows) or {}).get("fid_over_vae_recon_fid")),
         ("class accuracy at the best guidance scale (n ≥ 5,000)", "",
          lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
+        ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(15)),
+        ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(60)),
     ],
 }
+
+
+def _equal_time(minutes):
+    """Latent FID over pixel FID at equal training wall-clock, from `python -m minildm.studies eval` (n >= 5,000)."""
+    path = Path(__file__).resolve().parent.parent / "results" / "equal_time.json"
+    rows = json.loads(path.read_text()).values() if path.exists() else []
+    at = {r["recipe"]: r["fid"] for r in rows if r["train_minutes"] == minutes and r["n_samples"] >= 5000}
+    return round(at["ldm_cond"] / at["ddpm_cond"], 3) if {"ldm_cond", "ddpm_cond"} <= set(at) else None
 
 
 def _row(rows, prefix):

@@ -315,3 +315,53 @@ def test_an_untouched_stub_is_reported_as_not_attempted_not_as_an_error(capsys):
     assert "· cfg: not attempted yet" in capsys.readouterr().out
     with pytest.raises(ExerciseFailed):              # a function that raises anything else still fails
         check_cfg(lambda u, c, s: 1 / 0)
+
+
+# ---- chapter 04: the latent sampling loop ------------------------------------------------------------------
+def latent_sample(z_T, labels, unet, vae, scheduler, guidance_scale, latent_scale, num_inference_steps):
+    scheduler.set_timesteps(num_inference_steps)
+    z_t = z_T
+    null = torch.full_like(labels, unet.config.num_classes)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            eps_uncond, eps_cond = unet(torch.cat([z_t, z_t]), t, torch.cat([null, labels])).chunk(2)
+            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            z_t = scheduler.step(eps, t, z_t).prev_sample
+        return vae.decode(z_t / latent_scale).clamp(-1, 1)
+
+
+def test_latent_sample_checker_accepts_the_solution_and_minildm_agrees(capsys):
+    from minildm.exercises import check_latent_sample
+    from minildm.exercises.latent import _tiny_pair
+    from minildm.pipelines.latent import latent_guided_sample
+    check_latent_sample(latent_sample)
+    assert "✓ latent_sample: correct on 5 cases" in capsys.readouterr().out
+    unet, vae = (m.float() for m in _tiny_pair(0))  # minildm's pipeline is the same loop: same noise -> same images
+    sched = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+    labels = torch.tensor([1, 7])
+    g = torch.Generator().manual_seed(3)
+    out = latent_guided_sample(unet, vae, sched, labels, 3.0, g, 5, latent_scale=0.4, progress=False)
+    z_T = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out.images, latent_sample(z_T, labels, unet, vae, sched, 3.0, 0.4, 5))
+
+
+def _latent_wrong(kind):
+    def fn(z_T, labels, unet, vae, scheduler, guidance_scale, latent_scale, num_inference_steps):
+        scheduler.set_timesteps(num_inference_steps)
+        z_t, null = z_T, torch.full_like(labels, unet.config.num_classes)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                a, b = unet(torch.cat([z_t, z_t]), t, torch.cat([null, labels])).chunk(2)
+                eps = b + guidance_scale * (a - b) if kind == "swap" else a + guidance_scale * (b - a)
+                z_t = scheduler.step(eps, t, z_t).prev_sample
+            z = z_t * latent_scale if kind == "multiply" else z_t if kind == "none" else z_t / latent_scale
+            return vae.decode(z) if kind == "noclamp" else vae.decode(z).clamp(-1, 1)
+    return fn
+
+
+@pytest.mark.parametrize("kind, hint", [("none", "decoded z_0 itself"), ("multiply", "divide by the scale"),
+                                        ("swap", "swapped"), ("noclamp", "not clamped")])
+def test_latent_sample_checker_names_the_mistake(kind, hint):
+    from minildm.exercises import check_latent_sample
+    with pytest.raises(ExerciseFailed, match=hint):
+        check_latent_sample(_latent_wrong(kind))
