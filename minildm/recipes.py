@@ -78,7 +78,12 @@ LDM_COND = DiffusionRecipe(
     description="class-conditional latent diffusion with CFG on the vae's 4x8x8 latents (chapter 04)",
 )
 
-DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND)}
+# Chapter 04's f study: the same latent UNet layout on the 4x16x16 latents of an f = 2 VAE (`vae_f2`).
+LDM_F2 = dataclasses.replace(
+    LDM_COND, name="ldm_f2", model=dataclasses.replace(LDM_COND.model, image_size=16), latent_vae="vae_f2",
+    description="class-conditional latent diffusion with CFG on the vae_f2's 4x16x16 latents (chapter 04's f study)")
+
+DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND, LDM_F2)}
 
 
 def latent_dataset(vae_name: str, cache_dir: str | Path = "runs/latents", device=None) -> torch.utils.data.TensorDataset:
@@ -121,7 +126,15 @@ VAE_F4 = VAERecipe(
     description="KL-regularised conv VAE, f=4, latents 4x8x8, l1 + KL (chapter 03)",
 )
 
-VAE_RECIPES = {r.name: r for r in (VAE_F4,)}
+# f = 2 for chapter 04's f study: only the downsampling factor changes (4 latent channels, 16x16); shorter.
+VAE_F2 = VAERecipe(
+    name="vae_f2",
+    model=VAEConfig(base_channels=24, downsample_factor=2),
+    train=dataclasses.replace(VAE_F4.train, steps=1_000),
+    description="KL-regularised conv VAE, f=2, latents 4x16x16, l1 + KL (chapter 04's f study)",
+)
+
+VAE_RECIPES = {r.name: r for r in (VAE_F4, VAE_F2)}
 
 
 def cpu_name() -> str:

@@ -20,6 +20,7 @@ Derived in notebooks/04_latent_diffusion.ipynb.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import time
@@ -138,9 +139,12 @@ def eval_arm(name: str, minutes: list[float], n: int = 1000, guidance_scale: flo
                "guidance_scale": guidance_scale, "sampler": f"ddim-{steps}", "params": num_parameters(unet),
                "sample_s_per_img": round(seconds / n, 4), "train_device": unet.meta["device"],
                "date": unet.meta["date"]}
-        results = _load_results(out)
-        results[f"{name} / {mark:g} min / n={n}"] = row
-        write_json_atomic(out, dict(sorted(results.items())))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_suffix(".lock"), "w") as lock:  # arms are evaluated side by side: one writer at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            results = _load_results(out)
+            results[f"{name} / {mark:g} min / n={n}"] = row
+            write_json_atomic(out, dict(sorted(results.items())))
         rows[mark] = row
         print(f"{name} at {mark:g} min ({row['steps']} steps): FID {row['fid']:.3f} (n={n}), "
               f"accuracy {row['class_accuracy']:.3f}", flush=True)

@@ -365,3 +365,50 @@ def test_latent_sample_checker_names_the_mistake(kind, hint):
     from minildm.exercises import check_latent_sample
     with pytest.raises(ExerciseFailed, match=hint):
         check_latent_sample(_latent_wrong(kind))
+
+
+def ldm_loss(z0, eps, t, alpha_bar, eps_model):
+    a = alpha_bar[t].reshape(-1, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
+    return F.mse_loss(eps_model(z_t, t), eps)
+
+
+def test_ldm_loss_checker_accepts_the_solution_and_the_training_loss_agrees(capsys):
+    from minildm.exercises import check_ldm_loss
+    from minildm.schedulers import DDPMScheduler
+    from minildm.training import diffusion_loss
+    check_ldm_loss(ldm_loss)
+    assert "✓ ldm_loss: correct on 4 cases" in capsys.readouterr().out
+    sched = DDPMScheduler(1000, beta_schedule="cosine")  # the loss minildm trains with, on the same inputs
+    g = torch.Generator().manual_seed(0)
+    z0, eps, t = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g), torch.tensor([0, 500, 999])
+    model = lambda z, t: z.tanh()  # noqa: E731
+    ours = diffusion_loss(model(sched.add_noise(z0, eps, t), t), sched.training_target(z0, eps, t))
+    torch.testing.assert_close(ours, ldm_loss(z0, eps, t, sched.alpha_bar.float(), model))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda z0, eps, t, ab, m: F.mse_loss(m(ab[t].reshape(-1, 1, 1, 1) * z0 + (1 - ab[t].reshape(-1, 1, 1, 1)) * eps, t), eps),
+     "without square roots"),
+    (lambda z0, eps, t, ab, m: F.mse_loss(m(ab[t].reshape(-1, 1, 1, 1).sqrt() * z0 + (1 - ab[t].reshape(-1, 1, 1, 1)).sqrt()
+                                            * eps, t), z0), "not the clean latent"),
+    (lambda z0, eps, t, ab, m: F.mse_loss(m(ab[t].reshape(-1, 1, 1, 1).sqrt() * z0 + (1 - ab[t].reshape(-1, 1, 1, 1)).sqrt()
+                                            * eps, t), eps, reduction="sum"), "summed over the elements"),
+])
+def test_ldm_loss_checker_names_the_mistake(wrong, hint):
+    from minildm.exercises import check_ldm_loss
+    with pytest.raises(ExerciseFailed, match=hint):
+        check_ldm_loss(wrong)
+
+
+def test_encode_latents_checker_accepts_minildm_and_names_mistakes(capsys):
+    from minildm.exercises import check_encode_latents
+    from minildm.pipelines.latent import encode_latents
+    check_encode_latents(lambda x, vae, s: encode_latents(vae, x, s, progress=False).to(x.dtype))
+    assert "✓ encode_latents: correct on 3 cases" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="not scaled"):
+        check_encode_latents(lambda x, vae, s: vae.encode(x).mode())
+    with pytest.raises(ExerciseFailed, match="multiply when encoding"):
+        check_encode_latents(lambda x, vae, s: vae.encode(x).mode() / s)
+    with pytest.raises(ExerciseFailed, match="posterior mean"):
+        check_encode_latents(lambda x, vae, s: vae.encode(x).sample() * s)

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from minildm import checkpoints, data, metrics, runtime, viz
 from minildm.bench import load_latent_pair, reconstruct, schedulers_for
-from minildm.exercises import check_latent_sample
+from minildm.exercises import check_encode_latents, check_latent_sample, check_ldm_loss
 from minildm.models.layers import Attention
 from minildm.models.unet import UNet
 from minildm.models.vae import VAE
@@ -113,6 +113,17 @@ plt.show()
 #
 # Nothing about diffusion changes: only the data. Sampling runs the reverse process from $z_T \sim \mathcal{N}(0, I)$ to
 # $z_0$ and decodes once: $\hat x = \mathcal{D}(z_0 / s)$.
+#
+# **Exercise: the LDM loss.** Write the objective for one batch: `ldm_loss(z0, eps, t, alpha_bar, eps_model)` returns
+# the mean squared error between `eps` and `eps_model(z_t, t)`. Until you write it the check says "not attempted";
+# solutions: `notebooks/solutions/04_solutions.ipynb`.
+
+# %%
+def ldm_loss(z0, eps, t, alpha_bar, eps_model):
+    raise NotImplementedError("your turn: z_t from z0 and eps, then the MSE (solution: notebooks/solutions/)")
+
+
+check_ldm_loss(ldm_loss)
 
 # %% [markdown]
 # ## 3. Encode once
@@ -141,6 +152,16 @@ print(f"encoded {N_ENCODE:,} images in {encode_s:.1f} s ({N_ENCODE / encode_s:.0
       f"latents {tuple(z_train.shape)}, {z_train.numel() * 4 / 2**20:.1f} MiB")
 print("per-channel mean", [round(v, 3) for v in z_train.mean((0, 2, 3)).tolist()],
       "std", [round(v, 3) for v in z_train.std((0, 2, 3)).tolist()], "| overall std", round(z_train.std().item(), 3))
+
+# %% [markdown]
+# **Exercise: encode.** `encode(x, vae, latent_scale)` in one line, checked on tiny random VAEs.
+
+# %%
+def encode(x, vae, latent_scale):
+    raise NotImplementedError("your turn: the scaled posterior mode (solution: notebooks/solutions/)")
+
+
+check_encode_latents(encode)
 
 # %%
 fig, axes = plt.subplots(5, 6, figsize=(7, 6))
@@ -404,16 +425,18 @@ for minutes in (15, 60):
 
 # %% [markdown]
 # ## Exercises
-# 1. **The latent sampler** (section 5, `check_latent_sample`).
-# 2. Decode $z_0$ *without* dividing by $s$ (section 5's loop). What happens to the garments, and why does the VAE
+# 1. **The LDM loss** (section 2, `check_ldm_loss`).
+# 2. **Encode** (section 3, `check_encode_latents`).
+# 3. **The latent sampler** (section 5, `check_latent_sample`).
+# 4. Decode $z_0$ *without* dividing by $s$ (section 5's loop). What happens to the garments, and why does the VAE
 #    care about the scale of its input?
-# 3. Sample the shipped model with guidance scales 1, 2, 3, 5 and plot FID and class accuracy (`metrics.fid`,
+# 5. Sample the shipped model with guidance scales 1, 2, 3, 5 and plot FID and class accuracy (`metrics.fid`,
 #    `metrics.class_accuracy`). Is the best scale the same as chapter 02's pixel model's?
-# 4. Swap in diffusers' `EulerAncestralDiscreteScheduler` (section 9). Which method does `latent_guided_sample` need
+# 6. Swap in diffusers' `EulerAncestralDiscreteScheduler` (section 9). Which method does `latent_guided_sample` need
 #    that DDIM did not? How many steps does it need for the FID of DDIM-50?
-# 5. Train the demo UNet of section 4 on *samples* of the posterior (`vae.encode(x).sample()`) instead of its mode.
+# 7. Train the demo UNet of section 4 on *samples* of the posterior (`vae.encode(x).sample()`) instead of its mode.
 #    Does the loss change? Why might LDM's tiny KL weight make the difference small?
-# 6. (Longer) Train a VAE with `downsample_factor=2` (`VAEConfig`) and a latent UNet on its 4×16×16 latents for 15
+# 8. (Longer) Train a VAE with `downsample_factor=2` (`VAEConfig`) and a latent UNet on its 4×16×16 latents for 15
 #    minutes; add the point to section 7's plot.
 #
 # ## Summary

@@ -13,12 +13,43 @@ if importlib.util.find_spec("minildm") is None:
 # %% [markdown]
 # # 04 · Solutions to the exercises
 #
-# The exercise of [04_latent_diffusion.ipynb](../04_latent_diffusion.ipynb) with an automatic check, solved.
+# The exercises of [04_latent_diffusion.ipynb](../04_latent_diffusion.ipynb) with automatic checks, solved, each followed by its check.
 
 # %%
 import torch
 
-from minildm.exercises import check_latent_sample
+import torch.nn.functional as F
+
+from minildm.exercises import check_encode_latents, check_latent_sample, check_ldm_loss
+
+# %% [markdown]
+# ## The LDM loss
+#
+# Chapter 01's loss on latents (LDM eq. 2): noise $z_0$ to $z_t$ with the closed form, predict the noise, mean squared
+# error over every element. `alpha_bar[t]` is `(B,)`: reshape it to `(B, 1, 1, 1)` to scale `(B, 4, 8, 8)` latents.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def ldm_loss(z0, eps, t, alpha_bar, eps_model):
+    a = alpha_bar[t].reshape(-1, 1, 1, 1)                       # (B, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps                  # DDPM eq. (4) on latents
+    return F.mse_loss(eps_model(z_t, t), eps)                   # LDM eq. (2)
+
+
+check_ldm_loss(ldm_loss)
+
+# %% [markdown]
+# ## Encode
+#
+# The posterior mode (its mean $\mu$), times the latent scale $s$; the decoder later takes $z / s$.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def encode(x, vae, latent_scale):
+    return vae.encode(x).mode() * latent_scale
+
+
+check_encode_latents(encode)
 
 # %% [markdown]
 # ## The latent sampler
