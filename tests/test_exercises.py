@@ -412,3 +412,42 @@ def test_encode_latents_checker_accepts_minildm_and_names_mistakes(capsys):
         check_encode_latents(lambda x, vae, s: vae.encode(x).mode() / s)
     with pytest.raises(ExerciseFailed, match="posterior mean"):
         check_encode_latents(lambda x, vae, s: vae.encode(x).sample() * s)
+
+
+# ---- chapter 00: preprocessing, its inverse, class means ---------------------------------------------------
+def test_data_checkers_accept_minildm(capsys):
+    from minildm.data import preprocess, to_uint8
+    from minildm.exercises import check_class_means, check_preprocess, check_to_uint8
+    check_preprocess(preprocess)
+    check_to_uint8(lambda x: to_uint8(x, unpad=True)[:, 0])
+    check_class_means(lambda x, labels: torch.stack([x[labels == c, 0].mean(0) for c in range(10)]))
+    out = capsys.readouterr().out
+    assert "✓ preprocess: correct on 4 cases" in out and "✓ to_uint8" in out and "✓ class_means" in out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda im: F.pad(im.float()[:, None] / 127.5 - 1, (2, 2, 2, 2), value=0.0), "padded with 0"),
+    (lambda im: F.pad(im.float()[:, None] / 255, (2, 2, 2, 2), value=-1.0), r"in \[0, 1\]"),
+    (lambda im: F.pad(im.float()[:, None] / 128 - 1, (2, 2, 2, 2), value=-1.0), "divided by 128"),
+    (lambda im: im.float()[:, None] / 127.5 - 1, "expected shape"),
+])
+def test_preprocess_checker_names_the_mistake(wrong, hint):
+    from minildm.exercises import check_preprocess
+    with pytest.raises(ExerciseFailed, match=hint):
+        check_preprocess(wrong)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x: ((x + 1) * 127.5).round().to(torch.uint8)[:, 0, 2:-2, 2:-2], "not clamped"),
+    (lambda x: ((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)[:, 0, 2:-2, 2:-2], "truncated"),
+])
+def test_to_uint8_checker_names_the_mistake(wrong, hint):
+    from minildm.exercises import check_to_uint8
+    with pytest.raises(ExerciseFailed, match=hint):
+        check_to_uint8(wrong)
+
+
+def test_class_means_checker_names_the_mistake():
+    from minildm.exercises import check_class_means
+    with pytest.raises(ExerciseFailed, match="divided by the total number"):
+        check_class_means(lambda x, labels: torch.stack([x[labels == c, 0].sum(0) for c in range(10)]) / len(labels))

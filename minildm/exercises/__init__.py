@@ -8,7 +8,7 @@ timestep, float64, latent shapes, padding...) and compares with minildm's refere
 when your output equals a known mistake (a missing square root, an off-by-one in t, swapped CFG terms...),
 the hint names it. A function that raises or returns no tensor, the wrong shape or NaN is reported alike.
 
-One module per chapter: `ddpm` (01), `guidance` (02), `vae` (03), `latent` (04),
+One module per chapter: `data` (00), `ddpm` (01), `guidance` (02), `vae` (03), `latent` (04),
 `text` (05); the shared runner is `_runner`.
 Solutions: notebooks/solutions/.
 
@@ -20,12 +20,13 @@ References:
     Vaswani et al. (2017), "Attention Is All You Need", arXiv:1706.03762.
 """
 from minildm.exercises._runner import ExerciseFailed
+from minildm.exercises.data import check_class_means, check_preprocess, check_to_uint8
 from minildm.exercises.ddpm import check_ddim_step, check_posterior_mean, check_q_sample
 from minildm.exercises.guidance import check_brightness_loss, check_cfg, check_drop_condition
 from minildm.exercises.latent import check_encode_latents, check_latent_sample, check_ldm_loss
 from minildm.exercises.text import check_cross_attention
 from minildm.exercises.vae import check_kl, check_latent_scale, check_reparameterise
 
-__all__ = ["ExerciseFailed", "check_q_sample", "check_posterior_mean", "check_ddim_step", "check_cfg",
+__all__ = ["ExerciseFailed", "check_preprocess", "check_to_uint8", "check_class_means", "check_q_sample", "check_posterior_mean", "check_ddim_step", "check_cfg",
            "check_brightness_loss", "check_drop_condition", "check_reparameterise", "check_kl", "check_latent_scale",
            "check_ldm_loss", "check_encode_latents", "check_latent_sample", "check_cross_attention"]

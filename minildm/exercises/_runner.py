@@ -23,7 +23,8 @@ import torch
 
 
 F32, F64 = torch.float32, torch.float64
-_TOL = {F32: (1e-4, 1e-4), F64: (1e-10, 1e-8), torch.int64: (0.0, 0.0)}  # (atol, rtol) by the first input's dtype
+_TOL = {F32: (1e-4, 1e-4), F64: (1e-10, 1e-8), torch.int64: (0.0, 0.0),  # (atol, rtol) by the first input's dtype
+        torch.uint8: (1e-6, 1e-6)}  # uint8 pixels in, floats out (chapter 00)
 _OFF_BY_ONE = "your result equals what you get with {}: an off-by-one in t? t is 0-based here (0 .. T-1 = 999)."
 _NAN = "NaN/inf usually comes from the sqrt of a negative number, log(0) or a division by zero."
 

@@ -227,11 +227,40 @@ for name, loader in [("datasets + per-item transform", loader_hf), ("TensorDatas
 # | files verified | 4 IDX files, md5 of the decompressed bytes |
 #
 # ## Exercises
-# 1. Write `my_preprocess(images_uint8)` without looking at `minildm.data.preprocess`, and check
-#    `torch.equal(my_preprocess(raw), data.preprocess(raw))`.
-# 2. Which pair of classes have the most similar mean images? Compute the pixel-wise distance between all
+#
+# Each of the first three has an automatic check (`minildm.exercises`): it calls your function on fixed inputs
+# and edge cases, compares with minildm's reference, and on a mismatch names the case, shows expected vs got and,
+# for a typical mistake, says which. Until you write a function its check says "not attempted" and the notebook
+# runs on; solutions: `notebooks/solutions/00_solutions.ipynb`.
+#
+# 1. **`preprocess(images)`**: uint8 `(N, 28, 28)` → float `(N, 1, 32, 32)` in $[-1, 1]$, padded with the background.
+# 2. **`to_uint8(x)`**: its inverse for generated images, `(N, 1, 32, 32)` → uint8 `(N, 28, 28)` (clamp, round, crop).
+# 3. **`class_means(x, labels)`**: the mean garment of each class, `(10, H, W)`, as in section 3.
+
+# %%
+from minildm.exercises import check_class_means, check_preprocess, check_to_uint8
+
+
+def preprocess(images):
+    raise NotImplementedError("your turn: scale, add the channel, pad (solution: notebooks/solutions/)")
+
+
+def to_uint8(x):
+    raise NotImplementedError("your turn: clamp, map to [0, 255], round, crop (solution: notebooks/solutions/)")
+
+
+def class_means(x, labels):
+    raise NotImplementedError("your turn: one mean image per class (solution: notebooks/solutions/)")
+
+
+check_preprocess(preprocess)
+check_to_uint8(to_uint8)
+check_class_means(class_means)
+
+# %% [markdown]
+# 4. Which pair of classes have the most similar mean images? Compute the pixel-wise distance between all
 #    pairs of `means` and compare with the confusions you expect.
-# 3. Corrupt a copy of a data file (e.g. cut it short) in a temporary folder, point `MINILDM_DATA` at the
+# 5. Corrupt a copy of a data file (e.g. cut it short) in a temporary folder, point `MINILDM_DATA` at the
 #    folder and read the error message `data.load_arrays` gives.
 #
 # ## Summary
