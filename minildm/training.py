@@ -102,8 +102,10 @@ def drop_condition(cond: torch.Tensor, p: float, null: torch.Tensor | int,
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p.detach(), 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    for (name, e), (_, b) in zip(ema.named_buffers(), model.named_buffers()):
+        owner, _, leaf = name.rpartition(".")
+        if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:  # constant tables are not copied
+            e.copy_(b)
 
 
 def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -156,11 +158,16 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
     device = torch.device(device)
     tensors = dataset.tensors
     x0_all = tensors[0]
-    cond_all = tensors[1] if len(tensors) > 1 and getattr(model.config, "num_classes", None) is not None else None
-    if cond_all is None and getattr(model.config, "num_classes", None) is not None:
-        raise ValueError("the model is class-conditional but the dataset has no labels: pass TensorDataset(x0, labels).")
+    num_classes = getattr(model.config, "num_classes", None)
+    conditional = num_classes is not None or getattr(model.config, "cond_dim", None) is not None
+    cond_all = tensors[1] if len(tensors) > 1 and conditional else None
+    if cond_all is None and conditional:
+        raise ValueError("the model is conditional but the dataset has no conditions: pass TensorDataset(x0, labels) "
+                         "(or caption ids for a text model, minildm.text_training.caption_dataset).")
     if null_cond is None and cond_all is not None:
-        null_cond = model.config.num_classes
+        if num_classes is None:
+            raise ValueError("a text model needs null_cond=: the condition id of the empty prompt (0 in a caption table).")
+        null_cond = num_classes
     if config.p_uncond > 0 and cond_all is None:
         raise ValueError("p_uncond > 0 needs a conditional model and a dataset with conditions.")
     model.to(device).train()

@@ -203,3 +203,40 @@ def test_minilm_source_errors_are_explained(monkeypatch):
         text.minilm_path()
     monkeypatch.setenv("MINILDM_ALLOW_DOWNLOAD", "1")
     assert text.minilm_path() == "sentence-transformers/all-MiniLM-L6-v2"   # Colab: from the Hub
+
+
+# ---- training a text model with the shared loop ---------------------------------------------------------------
+def test_caption_dataset_and_a_text_model_train_with_train_diffusion(parts, tmp_path):
+    import json
+
+    from minildm.text_training import CaptionTable, TextConditionedUNet, caption_dataset
+    from minildm.training import TrainConfig, train_diffusion
+    enc, unet, _ = parts
+    g = torch.Generator().manual_seed(0)
+    images = torch.cat([_square(int(s), float(v)) for s, v in zip(torch.randint(6, 24, (40,), generator=g),
+                                                                     torch.rand(40, generator=g))])
+    labels = torch.arange(40) % 10
+    th = AttributeThresholds.fit(images, labels)
+    z0 = torch.randn(40, 4, 4, 4, generator=g)
+    ds, table = caption_dataset(z0, labels, images, th, variants=3)
+    assert len(ds) == 120 and table[0] == "" and len(set(table)) == len(table)
+    assert torch.equal(ds.tensors[0][:40], z0) and torch.equal(ds.tensors[0][40:80], z0)
+    with pytest.raises(ValueError, match="one entry per image"):
+        caption_dataset(z0[:3], labels, images, th)
+    tiny = TinyTextEncoder.from_captions(table, dim=16, heads=2, max_length=8)
+    for frozen in (True, False):
+        model = TextConditionedUNet(UNet(unet.config), CaptionTable(table, tiny, frozen=frozen, progress=False))
+        cfg = TrainConfig(steps=3, batch_size=8, p_uncond=0.2, warmup_steps=1, checkpoint_every=3)
+        with pytest.raises(ValueError, match="needs null_cond"):
+            train_diffusion(model, SCHED, ds, cfg, progress=False)
+        out = train_diffusion(model, SCHED, ds, cfg, null_cond=0, progress=False, checkpoint=tmp_path / f"s{frozen}")
+        assert len(out.losses) == 3 and all(l == l for l in out.losses)
+        saved = json.loads((tmp_path / f"s{frozen}.json").read_text())
+        assert saved["step"] == 3
+        has_encoder = any(k.startswith("table.encoder") for k in model.state_dict())
+        assert has_encoder == (not frozen)          # the frozen table is rebuilt from captions, not saved
+    states, mask = CaptionTable(table, tiny, frozen=True, progress=False)(torch.tensor([0, 5]))
+    assert states.shape == (2, 8, 16) and mask[0].sum() == 1                            # "" -> [CLS] only
+
+
+SCHED = DDIMScheduler(100, beta_schedule="cosine")

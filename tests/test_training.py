@@ -82,7 +82,7 @@ def test_loss_decreases_on_a_tiny_problem():
 
 
 def test_class_conditional_training_needs_labels():
-    with pytest.raises(ValueError, match="no labels"):
+    with pytest.raises(ValueError, match="no conditions"):
         train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(), TrainConfig(steps=1, batch_size=8),
                         progress=False)
     with pytest.raises(ValueError, match="p_uncond > 0 needs"):
