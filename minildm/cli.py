@@ -6,6 +6,7 @@
     minildm bench [ddpm] [-n 5000]    metrics + timings of the shipped checkpoints -> results/metrics.json
     minildm card ddpm                 regenerate data/checkpoints/ddpm.md from what was measured
     minildm sample ddpm_cond --label sneaker -n 16 -o sneakers.png
+    minildm generate "a dark ankle boot" -n 16 -o boots.png     text-to-image (chapter 05)
     minildm train all                 every reference checkpoint, in dependency order
 
 References: argparse. Documented in README.md.
@@ -18,12 +19,13 @@ from pathlib import Path
 
 
 # `minildm train all`: every reference checkpoint, each after the ones it depends on
-TRAIN_ALL = ("classifier", "ddpm", "ddpm_cond", "vae", "ldm_cond")
+TRAIN_ALL = ("classifier", "ddpm", "ddpm_cond", "vae", "ldm_cond", "ldm_text", "ldm_text_tiny")
 
 
 def _train(args) -> int:
     from minildm.recipes import DIFFUSION_RECIPES, VAE_RECIPES, train_recipe
-    recipes = sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES) + ["classifier"]
+    from minildm.text_training import TEXT_RECIPES, train_text_recipe
+    recipes = sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES) + sorted(TEXT_RECIPES) + ["classifier"]
     if args.recipe == "all":
         if args.export_only or args.steps:
             print("minildm train all: --steps and --export-only apply to one recipe; name it.", file=sys.stderr)
@@ -35,9 +37,9 @@ def _train(args) -> int:
                 return code
         return 0
     if args.list or not args.recipe:
-        R = DIFFUSION_RECIPES | VAE_RECIPES
+        R = DIFFUSION_RECIPES | VAE_RECIPES | TEXT_RECIPES
         for name in recipes:
-            print(f"{name:<12} {R[name].description if name in R else 'reference Fashion-MNIST classifier (evaluation harness)'}")
+            print(f"{name:<14} {R[name].description if name in R else 'reference Fashion-MNIST classifier (evaluation harness)'}")
         return 0
     if args.recipe not in recipes:
         print(f"minildm train: unknown recipe {args.recipe!r}; choose from {', '.join(recipes)} "
@@ -49,7 +51,14 @@ def _train(args) -> int:
     if args.recipe == "classifier":
         from minildm.models.classifier import main as train_classifier_main
         return train_classifier_main([] if args.steps is None else ["--epochs", str(args.steps)]) or 0
-    if args.export_only:
+    if args.recipe in TEXT_RECIPES:
+        if args.export_only:
+            print("minildm train: a text recipe exports when it stops; run it with --steps of what it has done.",
+                  file=sys.stderr)
+            return 2
+        path = train_text_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
+                                 export=not args.no_export)
+    elif args.export_only:
         from minildm.checkpoints import SHIPPED_DIR
         from minildm.recipes import export_run
         path = export_run(args.recipe, args.run_dir, args.out_dir or SHIPPED_DIR, args.export_name)
@@ -63,9 +72,8 @@ def _train(args) -> int:
 def _sample(args) -> int:
     """`minildm sample MODEL`: a grid of samples from a shipped checkpoint, written as a PNG."""
     import torch
-    from PIL import Image
 
-    from minildm import checkpoints, data, viz
+    from minildm import checkpoints, data
     from minildm.models.unet import UNet
     from minildm.pipelines.diffusion import sample
     from minildm.pipelines.guided import guided_sample
@@ -112,13 +120,51 @@ def _sample(args) -> int:
     except checkpoints.CheckpointError as err:
         print(f"minildm sample: {err}", file=sys.stderr)
         return 2
-    grid = viz.grid_array(images.cpu(), nrow=min(8, args.n))  # (H, W) in [0, 1]
-    out = Path(args.output)
-    tmp = out.with_name(out.name + ".part")  # written whole, then renamed: no half-written PNG on disk
-    Image.fromarray((grid * 255).round().astype("uint8")).resize(
-        (grid.shape[1] * args.upscale, grid.shape[0] * args.upscale), Image.NEAREST).save(tmp, format="PNG")
-    tmp.replace(out)
+    out = _write_png(images, args.output, args.upscale)
     print(f"wrote {out} ({args.n} samples of {args.model}, {args.steps} DDIM steps, seed {args.seed})")
+    return 0
+
+
+def _write_png(images, path: str, upscale: int) -> Path:
+    """A PNG grid written whole, then renamed: no half-written file on disk."""
+    from PIL import Image
+
+    from minildm import viz
+    grid = viz.grid_array(images.cpu(), nrow=min(8, len(images)))  # (H, W) in [0, 1]
+    out = Path(path)
+    tmp = out.with_name(out.name + ".part")
+    Image.fromarray((grid * 255).round().astype("uint8")).resize(
+        (grid.shape[1] * upscale, grid.shape[0] * upscale), Image.NEAREST).save(tmp, format="PNG")
+    tmp.replace(out)
+    return out
+
+
+def _generate(args) -> int:
+    """`minildm generate "a dark ankle boot"`: text-to-image with the shipped model, offline, on the CPU."""
+    import torch
+
+    from minildm import checkpoints
+    from minildm.bench import schedulers_for
+    from minildm.pipelines.text import text_to_image
+    from minildm.text_training import load_text_model
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.n < 1 or args.steps < 1:
+        print("minildm generate: -n and --steps must be >= 1.", file=sys.stderr)
+        return 2
+    try:
+        unet, vae, encoder = load_text_model(args.model, args.device)
+    except (checkpoints.CheckpointError, ImportError, FileNotFoundError, ValueError) as err:
+        print(f"minildm generate: {err}", file=sys.stderr)
+        return 2
+    scheduler = schedulers_for(unet)[1]  # DDIM, no clipping for latents
+    generator = torch.Generator().manual_seed(args.seed)
+    images = text_to_image(unet, vae, encoder, scheduler, [args.prompt] * args.n,
+                           [args.negative] * args.n if args.negative else None, args.guidance_scale, generator,
+                           args.steps).images
+    out = _write_png(images, args.output, args.upscale)
+    print(f"wrote {out} ({args.n} images of {args.prompt!r}, s = {args.guidance_scale:g}, {args.steps} DDIM steps, "
+          f"seed {args.seed})")
     return 0
 
 
@@ -206,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
     samp.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     samp.set_defaults(func=_sample)
+
+    gen = sub.add_parser("generate", help="text-to-image: a PNG grid for a prompt (chapter 05's shipped model)",
+                         description="Generate images for a prompt with the shipped text-to-image latent diffusion model "
+                                     "(frozen MiniLM text encoder, classifier-free guidance, DDIM), offline on a CPU.")
+    gen.add_argument("prompt", help='e.g. "a dark ankle boot"; at most 16 tokens are used (longer prompts are truncated)')
+    gen.add_argument("--negative", default=None, help='a negative prompt, e.g. "sandal" (replaces the empty prompt of CFG)')
+    gen.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    gen.add_argument("--guidance-scale", type=float, default=4.0, help="CFG scale s (default 4; 1 = no guidance)")
+    gen.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images")
+    gen.add_argument("--model", default="ldm_text", help="text-to-image checkpoint: ldm_text (default) or ldm_text_tiny")
+    gen.add_argument("-o", "--output", default="generated.png", help="PNG to write (default generated.png)")
+    gen.add_argument("--upscale", type=int, default=4, help="pixel upscaling of the PNG (default 4)")
+    gen.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
+    gen.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    gen.set_defaults(func=_generate)
 
     demo = sub.add_parser("demo", help="a Gradio app over the shipped class-conditional model (needs the [demo] extra)",
                           description="Launch the Gradio demo: garment, negative garment, guidance scale, steps, "

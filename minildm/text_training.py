@@ -11,11 +11,19 @@ Derived in notebooks/05_text_conditioning_cfg.ipynb.
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from minildm.captions import AttributeThresholds, captions_for
+from minildm.models.unet import UNet, UNetConfig
+from minildm.training import TrainConfig
 
 
 def caption_dataset(z0: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, thresholds: AttributeThresholds,
@@ -83,4 +91,109 @@ class TextConditionedUNet(nn.Module):
         return self.unet(x_t, t, states, mask)
 
 
-__all__ = ["caption_dataset", "CaptionTable", "TextConditionedUNet"]
+@dataclass(frozen=True)
+class TextRecipe:
+    name: str
+    model: UNetConfig
+    train: TrainConfig
+    encoder: str = "minilm"        # "minilm": frozen, pretrained; "tiny": trained from scratch with the UNet
+    latent_vae: str = "vae"
+    variants: int = 4              # captions per training image (templates and words drawn per variant)
+    description: str = ""
+
+
+_TEXT_UNET = dict(in_channels=4, out_channels=4, image_size=8, base_channels=32, channel_mults=(1, 2, 2),
+                  attention=("none", "none", "full"), cross_attention=(True, True, True), heads=4, head_dim=32)
+_TEXT_TRAIN = TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
+                          checkpoint_every=500, p_uncond=0.1, hflip=False)
+TEXT_RECIPES = {r.name: r for r in (
+    TextRecipe("ldm_text", UNetConfig(**_TEXT_UNET, cond_dim=384), _TEXT_TRAIN, "minilm",
+               description="text-to-image latent diffusion, frozen all-MiniLM-L6-v2 (16x384 tokens), CFG (chapter 05)"),
+    TextRecipe("ldm_text_tiny", UNetConfig(**_TEXT_UNET, cond_dim=128), _TEXT_TRAIN, "tiny",
+               description="text-to-image latent diffusion, a word-level text transformer trained from scratch (chapter 05)"),
+)}
+
+
+def _encoder(recipe: TextRecipe, captions: list[str]) -> nn.Module:
+    if recipe.encoder == "minilm":
+        from minildm.models.text import FrozenTextEncoder
+        return FrozenTextEncoder(max_length=16)
+    from minildm.models.text import TinyTextEncoder
+    torch.manual_seed(recipe.train.seed)
+    return TinyTextEncoder.from_captions(captions, dim=recipe.model.cond_dim)
+
+
+def train_text_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
+                      export: bool = True, progress: bool = True, out_dir: str | Path | None = None,
+                      max_seconds: float | None = None) -> Path:
+    """Train (or resume exactly from `runs/<name>/state`) a text recipe; export the EMA UNet (and a tiny encoder)."""
+    from minildm.checkpoints import SHIPPED_DIR, find, load_model, sha256_file
+    from minildm.data import load_tensors
+    from minildm.models.vae import VAE
+    from minildm.recipes import device_description, latent_dataset
+    from minildm.training import train_diffusion
+    recipe = TEXT_RECIPES[name]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train
+    x0, labels = load_tensors("train").tensors
+    thresholds = AttributeThresholds.fit(x0, labels)
+    z0 = latent_dataset(recipe.latent_vae).tensors[0]
+    dataset, captions = caption_dataset(z0, labels, x0, thresholds, recipe.variants, seed=cfg.seed)
+    model = TextConditionedUNet(UNet(recipe.model), CaptionTable(captions, _encoder(recipe, captions),
+                                                                 frozen=recipe.encoder == "minilm", progress=progress))
+    state = Path(run_dir) / name / "state"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    result = train_diffusion(model, _scheduler(), dataset, cfg, device=device, checkpoint=state, null_cond=0,
+                             progress=progress, max_seconds=max_seconds)
+    if not export:
+        return state
+    run_meta = json.loads(state.with_name("state.json").read_text())
+    vae_path = find(recipe.latent_vae)
+    meta = {"recipe": name, "description": recipe.description, "beta_schedule": "cosine", "prediction_type": "eps",
+            "num_train_timesteps": 1000, "train_config": run_meta["train_config"], "steps": run_meta["step"],
+            "images_seen": run_meta["step"] * cfg.batch_size, "wall_clock_s": round(run_meta.get("seconds", 0.0), 1),
+            "device": device_description(device), "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(), "text_encoder": recipe.encoder, "captions": len(captions),
+            "attribute_thresholds": thresholds.values, "latent_vae": recipe.latent_vae,
+            "latent_vae_sha256": sha256_file(vae_path),
+            "latent_scale": load_model(VAE, vae_path).meta["latent_scale"], "clip_sample": False,
+            "final_loss_avg100": round(sum(run_meta["losses"][-100:]) / max(1, len(run_meta["losses"][-100:])), 5)}
+    from minildm.checkpoints import save_model
+    out_dir = Path(out_dir or SHIPPED_DIR)
+    ema = result.ema
+    if recipe.encoder == "tiny":
+        meta["text_encoder_checkpoint"] = f"{name}_encoder"
+        save_model(ema.table.encoder, out_dir / f"{name}_encoder", meta={"recipe": name}, dtype=torch.float16)
+    return save_model(ema.unet, out_dir / name, meta=meta, dtype=torch.float16)
+
+
+def load_text_model(name: str = "ldm_text", device=None):
+    """A shipped text-to-image model: `(unet, vae, text_encoder)`; refuses a VAE whose sha256 differs from the recorded one."""
+    from minildm import checkpoints
+    from minildm.models.text import FrozenTextEncoder, TinyTextEncoder
+    from minildm.models.vae import VAE
+    unet = checkpoints.load_model(UNet, checkpoints.find(name), device=device or "cpu")
+    meta = unet.meta
+    if meta.get("latent_vae") is None or unet.config.cond_dim is None:
+        raise checkpoints.CheckpointError(f"{name} is not a text-to-image model (no cond_dim / latent_vae).")
+    vae_path = checkpoints.find(meta["latent_vae"])
+    if checkpoints.sha256_file(vae_path) != meta["latent_vae_sha256"]:
+        raise checkpoints.CheckpointError(f"{name} was trained on the latents of {meta['latent_vae']} with sha256 "
+                                          f"{meta['latent_vae_sha256'][:12]}..., but {vae_path} differs; restore the "
+                                          f"matching VAE or retrain with `minildm train {name}`.")
+    vae = checkpoints.load_model(VAE, vae_path, device=device or "cpu")
+    if meta.get("text_encoder") == "tiny":
+        encoder = checkpoints.load_model(TinyTextEncoder, checkpoints.find(meta["text_encoder_checkpoint"]),
+                                         device=device or "cpu")
+    else:
+        encoder = FrozenTextEncoder(max_length=16).to(device or "cpu")
+    return unet, vae, encoder
+
+
+def _scheduler():
+    from minildm.schedulers import DDPMScheduler
+    return DDPMScheduler(1000, beta_schedule="cosine", clip_sample=False)
+
+
+__all__ = ["caption_dataset", "CaptionTable", "TextConditionedUNet", "TextRecipe", "TEXT_RECIPES", "train_text_recipe",
+           "load_text_model"]

@@ -52,6 +52,8 @@ def test_train_all_runs_every_recipe_in_dependency_order(monkeypatch):
     done = []
     monkeypatch.setattr(recipes, "train_recipe", lambda name, **kw: done.append(name) or f"{name}.safetensors")
     monkeypatch.setattr(classifier, "main", lambda argv: done.append("classifier") or 0)
+    import minildm.text_training as text_training
+    monkeypatch.setattr(text_training, "train_text_recipe", lambda name, **kw: done.append(name) or f"{name}.safetensors")
     assert main(["train", "all"]) == 0
     assert done == list(TRAIN_ALL) and done.index("vae") < done.index("ldm_cond")
 

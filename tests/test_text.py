@@ -240,3 +240,25 @@ def test_caption_dataset_and_a_text_model_train_with_train_diffusion(parts, tmp_
 
 
 SCHED = DDIMScheduler(100, beta_schedule="cosine")
+
+
+def test_generate_writes_a_png_from_a_text_checkpoint_and_explains_a_missing_one(parts, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from minildm.checkpoints import save_model, sha256_file
+    from minildm.cli import main
+    enc, unet, vae = parts
+    vae_path = save_model(vae, tmp_path / "tinyvae", meta={"latent_scale": 0.5})
+    save_model(enc, tmp_path / "t2i_encoder", meta={})
+    save_model(unet, tmp_path / "t2i", meta={"latent_vae": "tinyvae", "latent_vae_sha256": sha256_file(vae_path),
+                                             "latent_scale": 0.5, "text_encoder": "tiny",
+                                             "text_encoder_checkpoint": "t2i_encoder", "num_train_timesteps": 1000,
+                                             "beta_schedule": "cosine", "prediction_type": "eps"})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    out = tmp_path / "boots.png"
+    assert main(["generate", "a dark boot", "-n", "3", "--steps", "3", "--model", "t2i", "-o", str(out),
+                 "--negative", "a bag", "--upscale", "1"]) == 0
+    assert Image.open(out).size[0] > 16 and not (tmp_path / "boots.png.part").exists()
+    assert main(["generate", "a dark boot", "--model", "nothing_here", "-o", str(out)]) == 2
+    assert "no checkpoint named 'nothing_here'" in capsys.readouterr().err
+    assert main(["generate", "a dark boot", "-n", "0", "--model", "t2i"]) == 2
