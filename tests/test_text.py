@@ -262,3 +262,23 @@ def test_generate_writes_a_png_from_a_text_checkpoint_and_explains_a_missing_one
     assert main(["generate", "a dark boot", "--model", "nothing_here", "-o", str(out)]) == 2
     assert "no checkpoint named 'nothing_here'" in capsys.readouterr().err
     assert main(["generate", "a dark boot", "-n", "0", "--model", "t2i"]) == 2
+
+
+def test_prompt_sets_and_scores():
+    from minildm.text_eval import prompt_set, score
+    prompts, labels, sides = prompt_set(30, "train", seed=1)
+    assert len(prompts) == 30 and labels.tolist() == [i % 10 for i in range(30)]
+    assert prompt_set(30, "train", seed=1)[0] == prompts                        # deterministic
+    held, _, _ = prompt_set(30, "heldout", seed=1)
+    assert held != prompts
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([_square(int(s), float(v)) for s, v in zip(torch.randint(6, 24, (60,), generator=g),
+                                                             torch.rand(60, generator=g) * 1.5 - 0.5)])
+    th = AttributeThresholds.fit(x, torch.arange(60) % 10)
+    truth = th.sides(x[:30], labels)
+    asked = {a: torch.where(truth[a] == 0, torch.ones_like(truth[a]), truth[a]) for a in ATTRIBUTES}
+    s = score(x[:30], labels, asked, th)
+    assert s["attribute_accuracy_per_attribute"]["brightness"] >= 0.8       # the images' own sides mostly agree
+    flipped = score(x[:30], labels, {a: -v for a, v in asked.items()}, th)
+    assert flipped["attribute_accuracy_per_attribute"]["brightness"] <= 0.2
+    assert 0 <= s["class_accuracy"] <= 1

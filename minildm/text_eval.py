@@ -1,0 +1,71 @@
+"""Chapter 05's harness: prompt sets (held-in and held-out wording) and what a text-to-image model gets right.
+
+A prompt set draws, for each sample, a class and a side (-1, 0, +1) for each attribute, and writes the caption
+with the training templates and words (`split="train"`, held-in) or with templates and words never used in
+training (`split="heldout"`). Scores: class accuracy (the course classifier on the generated image against the
+requested class), attribute accuracy (each requested attribute on the asked side of its class median, measured
+by `minildm.captions.measure` — the functions that wrote the training captions), and feature-FID.
+
+    python -m minildm bench ldm_text -n 5000        # rows "ldm_text / ddim-50 / s=4 / prompts=train" and "=heldout"
+
+References: Ho & Salimans (2022); the harness of `minildm.metrics`. Derived in notebooks/05_text_conditioning_cfg.ipynb.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from minildm.captions import ATTRIBUTES, AttributeThresholds, captions_for
+
+
+def prompt_set(n: int, split: str = "train", seed: int = 0) -> tuple[list[str], torch.Tensor, dict]:
+    """`(prompts, labels (n,), sides attribute -> (n,))`: balanced classes, each attribute asked 2/3 of the time."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    sides = {a: torch.randint(-1, 2, (n,), generator=g) for a in ATTRIBUTES}
+    variants = torch.randint(0, 10_000, (n,), generator=g)
+    return captions_for(labels, sides, variants, split), labels, sides
+
+
+@torch.no_grad()
+def generate_batched(unet, vae, encoder, scheduler, prompts: list[str], guidance_scale: float, steps: int,
+                     seed: int = 0, batch_size: int = 250, device=None) -> torch.Tensor:
+    """Images for many prompts, in batches, with one seeded generator (for metrics). CPU images in [-1, 1]."""
+    from minildm.pipelines.text import text_to_image
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([text_to_image(unet, vae, encoder, scheduler, prompts[i:i + batch_size], None, guidance_scale, g,
+                                    steps, device=device, progress=False).images.cpu()
+                      for i in range(0, len(prompts), batch_size)])
+
+
+def score(images: torch.Tensor, labels: torch.Tensor, sides: dict, thresholds: AttributeThresholds) -> dict:
+    """Class accuracy and attribute accuracy (overall and per attribute) of generated images."""
+    from minildm import metrics
+    acc = metrics.class_accuracy(images, labels)
+    agree = thresholds.agrees(images, labels, sides)
+    per = {a: float(ok[asked].float().mean()) for a, (ok, asked) in agree.items()}
+    hits = sum(int(ok[asked].sum()) for ok, asked in agree.values())
+    asked = sum(int(asked.sum()) for _, asked in agree.values())
+    return {"class_accuracy": round(acc["overall"], 4), "attribute_accuracy": round(hits / max(1, asked), 4),
+            "attribute_accuracy_per_attribute": {a: round(v, 4) for a, v in per.items()}}
+
+
+def bench_text(name: str, n: int, steps: int, guidance_scale: float, device=None, split: str = "train") -> dict:
+    """One harness row for a shipped text-to-image model on one prompt set."""
+    from minildm import metrics
+    from minildm.bench import num_parameters, schedulers_for
+    from minildm.text_training import load_text_model
+    unet, vae, encoder = load_text_model(name, device)
+    thresholds = AttributeThresholds(unet.meta["attribute_thresholds"])
+    prompts, labels, sides = prompt_set(n, split)
+    start = time.perf_counter()
+    images = generate_batched(unet, vae, encoder, schedulers_for(unet)[1], prompts, guidance_scale, steps, device=device)
+    seconds = time.perf_counter() - start
+    return {**metrics.fid_report(images), "model": name, "sampler": "ddim", "steps": steps,
+            "guidance_scale": guidance_scale, "prompts": split, "params": num_parameters(unet),
+            "text_encoder": unet.meta.get("text_encoder"), **score(images, labels, sides, thresholds),
+            "sample_s_per_img": round(seconds / n, 4), "example_prompts": prompts[:5]}
+
+
+__all__ = ["prompt_set", "generate_batched", "score", "bench_text"]
