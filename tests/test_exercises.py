@@ -451,3 +451,25 @@ def test_class_means_checker_names_the_mistake():
     from minildm.exercises import check_class_means
     with pytest.raises(ExerciseFailed, match="divided by the total number"):
         check_class_means(lambda x, labels: torch.stack([x[labels == c, 0].sum(0) for c in range(10)]) / len(labels))
+
+
+# ---- chapter 05: mean pooling, garment brightness ------------------------------------------------------------
+def test_masked_mean_checker(capsys):
+    from minildm.exercises import check_masked_mean
+    check_masked_mean(lambda s, m: (s * m[..., None]).sum(1) / m.sum(1, keepdim=True))
+    assert "✓ masked_mean: correct on 4 cases" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="padding tokens were averaged in"):
+        check_masked_mean(lambda s, m: s.mean(1))
+    with pytest.raises(ExerciseFailed, match="divided by the full length"):
+        check_masked_mean(lambda s, m: (s * m[..., None]).sum(1) / s.shape[1])
+
+
+def test_garment_brightness_checker_accepts_the_caption_measure(capsys):
+    from minildm.captions import measure
+    from minildm.exercises import check_garment_brightness
+    check_garment_brightness(lambda x: measure(x)["brightness"].to(x.dtype))
+    assert "✓ garment_brightness: correct on 4 cases" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="background was averaged in"):
+        check_garment_brightness(lambda x: ((x + 1) / 2).flatten(1).mean(1))
+    with pytest.raises(ExerciseFailed, match=r"map them to \[0, 1\]"):
+        check_garment_brightness(lambda x: (x * (x > -0.8)).flatten(1).sum(1) / (x > -0.8).flatten(1).sum(1).clamp(min=1))

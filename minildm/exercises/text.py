@@ -1,4 +1,5 @@
-"""Exercises of notebooks/05_text_conditioning_cfg.ipynb: a cross-attention forward with a padding mask.
+"""Exercises of notebooks/05_text_conditioning_cfg.ipynb: cross-attention with a padding mask, mean pooling over
+real tokens, and the garment brightness that captions and scores are built on.
 
 References: Vaswani et al. (2017), eq. (1).
 """
@@ -24,7 +25,7 @@ def check_cross_attention(fn: Callable) -> None:
     """Check `fn(q, k, v, mask) -> out`, masked scaled dot-product attention `(B, heads, N, d)` as in `CrossAttention`.
 
     `q`: `(B, heads, N, d)`; `k`, `v`: `(B, heads, L, d)`; `mask`: bool `(B, L)`, True = real token, False = padding
-    (zero weight). Exercise of notebooks/05_text_conditioning.ipynb.
+    (zero weight). Exercise of notebooks/05_text_conditioning_cfg.ipynb.
     """
     g, cases, small = torch.Generator().manual_seed(7), [], (2, 2, 6, 5, 8)  # (B, heads, N, L, d)
     pad = lambda *n: torch.tensor([[i < k for i in range(5)] for k in n])  # noqa: E731, (B, L=5), n real tokens each
@@ -51,3 +52,56 @@ def check_cross_attention(fn: Callable) -> None:
          "out = softmax(q @ k.transpose(-1, -2) / sqrt(d), masked with -inf where mask is False, dim=-1) @ v.",
          nan_hint="NaN comes from a softmax over a row whose logits are all -inf: is the mask inverted (True = "
                   "real token), or the softmax over the wrong axis (it is over the keys, dim=-1)?")
+
+
+def check_masked_mean(fn: Callable) -> None:
+    """Check `fn(states, mask) -> pooled`: the mean of the token states over the real tokens only, `(B, D)`.
+
+    `states`: `(B, L, D)`; `mask`: bool `(B, L)`, True = real token. Sentence-BERT's mean pooling, which turns
+    all-MiniLM-L6-v2's token states into one sentence vector. Exercise of notebooks/05_text_conditioning_cfg.ipynb.
+    """
+    g, cases = torch.Generator().manual_seed(9), []
+    pad = lambda length, *n: torch.tensor([[i < k for i in range(length)] for k in n])  # noqa: E731
+    for desc, (b, length, d), mask, dtype in [("two prompts, no padding", (2, 5, 8), pad(5, 5, 5), F32),
+                                              ("padding: 2 and 4 real tokens of 6", (2, 6, 8), pad(6, 2, 4), F32),
+                                              ("one real token (the empty prompt's [CLS])", (3, 4, 16), pad(4, 1, 1, 3), F32),
+                                              ("float64 inputs (the output must stay float64)", (2, 6, 8), pad(6, 3, 6), F64)]:
+        states = _randn(g, (b, length, d), dtype)
+        m = mask[..., None].double()                                                  # (B, L, 1)
+        s = states.double()
+        mistakes = {"the padding tokens were averaged in: weight each token by the mask.": s.mean(1),
+                    "divided by the full length L: divide by the number of real tokens, mask.sum(1).":
+                        (s * m).sum(1) / length,
+                    "summed, not averaged: divide by the number of real tokens.": (s * m).sum(1)}
+        cases.append(Case(desc, (states, mask), (s * m).sum(1) / m.sum(1), mistakes))
+    _run("masked_mean", fn, ("states", "mask"), cases,
+         "(states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True): a mean over the real tokens only.")
+
+
+def check_garment_brightness(fn: Callable) -> None:
+    """Check `fn(x) -> brightness`: the mean intensity, in [0, 1], of each image's garment pixels, `(B,)`.
+
+    `x`: `(B, 1, H, W)` in [-1, 1]; garment pixels are those above -0.8 (`minildm.captions.GARMENT_LEVEL`); an image
+    with none gives 0. As `minildm.captions.measure(x)["brightness"]`, which writes "dark" / "light" into the captions.
+    Exercise of notebooks/05_text_conditioning_cfg.ipynb.
+    """
+    g, cases = torch.Generator().manual_seed(10), []
+    square = torch.full((1, 1, 8, 8), -1.0)
+    square[..., 2:6, 2:6] = 0.5
+    for desc, x in [("random garments on a black background", torch.where(torch.rand(4, 1, 8, 8, generator=g) > 0.5,
+                                                                       torch.rand(4, 1, 8, 8, generator=g) * 1.6 - 0.6,
+                                                                       torch.full((4, 1, 8, 8), -1.0))),
+                    ("a grey square (0.5) in the middle: brightness 0.75", square),
+                    ("an empty image (all -1): no garment, brightness 0", torch.full((2, 1, 8, 8), -1.0)),
+                    ("faint pixels at -0.9 are background, not garment", torch.cat([square, square.clamp(min=-0.9)]))]:
+        d = x.double()
+        garment = (d > -0.8).double()
+        area = garment.flatten(1).sum(1)
+        unit = ((d + 1) / 2 * garment).flatten(1).sum(1)
+        mistakes = {"the background was averaged in: average over garment pixels (x > -0.8) only.":
+                        ((d + 1) / 2).flatten(1).mean(1),
+                    "the values are in [-1, 1]: map them to [0, 1] with (x + 1) / 2 first.":
+                        (d * garment).flatten(1).sum(1) / area.clamp(min=1)}
+        cases.append(Case(desc, (x,), unit / area.clamp(min=1), mistakes))
+    _run("garment_brightness", fn, ("x",), cases,
+         "garment = x > -0.8; ((x + 1) / 2 * garment).sum((1, 2, 3)) / garment.sum((1, 2, 3)).clamp(min=1).")

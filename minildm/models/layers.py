@@ -188,7 +188,7 @@ class CrossAttention(nn.Module):
     With `return_weights=True` the forward returns `(out, weights)`, `weights` `(B, heads, HW, L)`, for
     visualising which words each pixel looks at.
 
-    Derived in notebooks/05_text_conditioning.ipynb.
+    Derived in notebooks/05_text_conditioning_cfg.ipynb.
     """
 
     def __init__(self, channels: int, cond_dim: int, heads: int = 4, head_dim: int = 32):

@@ -122,7 +122,7 @@ class UNetConfig:
 class ResAttnBlock(nn.Module):
     """One res block (ResNet or ConvNeXt), then optional self-attention, then optional cross-attention.
 
-    Derived in notebooks/01_ddpm_from_scratch.ipynb (cross-attention in notebooks/05_text_conditioning.ipynb).
+    Derived in notebooks/01_ddpm_from_scratch.ipynb (cross-attention in notebooks/05_text_conditioning_cfg.ipynb).
     """
 
     def __init__(self, config: UNetConfig, in_ch: int, out_ch: int, time_dim: int, attention: str,
@@ -157,7 +157,7 @@ class UNet(nn.Module):
     `cond_mask` `(B, L)` True for real tokens.
 
     Derived in notebooks/01_ddpm_from_scratch.ipynb; class conditioning in chapter 02, text in
-    notebooks/05_text_conditioning.ipynb.
+    notebooks/05_text_conditioning_cfg.ipynb.
     """
 
     config_class = UNetConfig
