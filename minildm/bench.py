@@ -15,7 +15,6 @@ Used by every chapter's closing metrics table; documented in README.md.
 from __future__ import annotations
 
 import datetime
-import json
 import statistics
 import time
 import warnings
@@ -32,9 +31,8 @@ from minildm.pipelines.guided import guided_sample
 from minildm.recipes import device_description
 from minildm.schedulers import DDIMScheduler, DDPMScheduler
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+from minildm.results import (README_END, README_START, RESULTS, ROOT, markdown_table, row_key,  # noqa: F401
+                             update_readme, write_results)
 
 def diffusers_peer(name: str = "same-layout", image_size: int = 32, channels: int = 1):
     """The diffusers `UNet2DModel` that minildm's pixel UNet is compared with (see `models/peers.py`)."""
@@ -258,58 +256,23 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     return row
 
 
-BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "ldm_cond": bench_ldm_cond}
+def bench_ldm_text(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 4.0,
+                   split: str = "train", name: str = "ldm_text") -> dict:
+    """Chapter 05: a text-to-image model on a prompt set (held-in or held-out wording); see minildm.text_eval."""
+    from minildm.text_eval import bench_text
+    if sampler != "ddim":
+        raise ValueError("text models are measured with DDIM (--sampler ddim).")
+    return bench_text(name, n, steps, guidance_scale, device, split)
+
+
+BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "ldm_cond": bench_ldm_cond,
+           "ldm_text": bench_ldm_text,
+           "ldm_text_tiny": lambda *a, **kw: bench_ldm_text(*a, **kw, name="ldm_text_tiny")}
+TEXT_MODELS = ("ldm_text", "ldm_text_tiny")
 
 
 def shipped_models() -> list[str]:
     return [name for name in BENCHES if (checkpoints.SHIPPED_DIR / f"{name}.safetensors").exists()]
-
-
-def row_key(row: dict) -> str:
-    """e.g. "ddpm / ddim-50", "ddpm_cond / ddim-50 / s=3"; " / n=1000" is appended when n is not 5,000."""
-    key = f"{row['model']} / {row['sampler']}" + ("" if row["sampler"] == "reconstruction" else f"-{row['steps']}")
-    key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
-    return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
-
-
-def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "metrics.json"
-    existing = json.loads(json_path.read_text()) if json_path.exists() else {}
-    existing.update({row_key(r): r for r in rows})
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
-    tmp.replace(json_path)
-    md_path = out_dir / "metrics.md"
-    md_path.write_text(markdown_table(existing))
-    return json_path, md_path
-
-
-def _fmt(value, spec=".2f"):
-    return "–" if value is None else format(value, spec)
-
-
-def markdown_table(results: dict) -> str:
-    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | PSNR dB | train img/s (peer) | "
-             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, r in results.items():
-        acc = r.get("class_accuracy")
-        train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
-        lines.append(f"| {key} | {r['n_samples']:,} | {_fmt(r['fid'])} | {_fmt(r['fid_floor'])} | "
-                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('psnr_db'))} | {train} | "
-                     f"{_fmt(r.get('sample_s_per_img'), '.3f')} | "
-                     f"{r['device']} | {r['date']} |")
-    return "\n".join(lines) + "\n"
-
-
-def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
-    return True
 
 
 def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
@@ -334,8 +297,12 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     guided = ("ddpm_cond", "ldm_cond")
-    jobs = [(name, {"guidance_scale": s} if name in guided else {})
-            for name in models for s in (scales if name in guided else [None])]
+    jobs = []
+    for name in models:  # a row per scale for guided models; and per prompt set for text models
+        if name in TEXT_MODELS:
+            jobs += [(name, {"guidance_scale": s, "split": split}) for s in scales for split in ("train", "heldout")]
+        else:
+            jobs += [(name, {"guidance_scale": s}) for s in scales] if name in guided else [(name, {})]
     for name, kwargs in jobs:
         if name.startswith("vae_"):  # a VAE variant checkpoint
             row = bench_vae(n, sampler, steps, device, quick, name=name)

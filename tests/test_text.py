@@ -282,3 +282,30 @@ def test_prompt_sets_and_scores():
     flipped = score(x[:30], labels, {a: -v for a, v in asked.items()}, th)
     assert flipped["attribute_accuracy_per_attribute"]["brightness"] <= 0.2
     assert 0 <= s["class_accuracy"] <= 1
+
+
+def test_bench_measures_a_text_model_on_held_in_and_held_out_prompts(tmp_path, monkeypatch):
+    from minildm import bench
+    from minildm.checkpoints import save_model, sha256_file
+    torch.manual_seed(0)
+    enc = TinyTextEncoder.from_captions(["a dark boot"], dim=16, heads=2, max_length=8)
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "none"), cross_attention=(True, True), heads=2, head_dim=8, groups=4,
+                           time_dim=16, cond_dim=16))
+    vae = VAE(VAEConfig(base_channels=8, groups=4))
+    vae_path = save_model(vae, tmp_path / "vae", meta={"latent_scale": 0.5})
+    thresholds = {a: [[0.3, 0.5, 0.7]] * 10 for a in ATTRIBUTES}
+    save_model(enc, tmp_path / "ldm_text_encoder", meta={})
+    save_model(unet, tmp_path / "ldm_text", meta={"latent_vae": "vae", "latent_vae_sha256": sha256_file(vae_path),
+                                                  "latent_scale": 0.5, "text_encoder": "tiny",
+                                                  "text_encoder_checkpoint": "ldm_text_encoder",
+                                                  "num_train_timesteps": 1000, "beta_schedule": "cosine",
+                                                  "prediction_type": "eps", "attribute_thresholds": thresholds})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = bench.run(["ldm_text"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, guidance_scale=[2.0])
+    assert [bench.row_key(r) for r in rows] == ["ldm_text / ddim-2 / s=2 / prompts=train / n=20",
+                                                "ldm_text / ddim-2 / s=2 / prompts=heldout / n=20"]
+    assert all(0 <= r["class_accuracy"] <= 1 and 0 <= r["attribute_accuracy"] <= 1 for r in rows)
+    assert rows[0]["example_prompts"] != rows[1]["example_prompts"]

@@ -1,0 +1,62 @@
+"""The results file: `results/metrics.json` rows keyed by model / sampler / scale / n, `results/metrics.md`, the README table.
+
+A row is replaced only when it is measured again; `write_results` writes atomically.
+
+References: none (bookkeeping). Used by `minildm.bench` and documented in README.md.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def row_key(row: dict) -> str:
+    """e.g. "ddpm / ddim-50", "ddpm_cond / ddim-50 / s=3"; " / n=1000" is appended when n is not 5,000."""
+    key = f"{row['model']} / {row['sampler']}" + ("" if row["sampler"] == "reconstruction" else f"-{row['steps']}")
+    key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
+    key += f" / prompts={row['prompts']}" if "prompts" in row else ""          # text models: held-in / held-out
+    return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
+
+
+def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "metrics.json"
+    existing = json.loads(json_path.read_text()) if json_path.exists() else {}
+    existing.update({row_key(r): r for r in rows})
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
+    tmp.replace(json_path)
+    md_path = out_dir / "metrics.md"
+    md_path.write_text(markdown_table(existing))
+    return json_path, md_path
+
+
+def _fmt(value, spec=".2f"):
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | PSNR dB | train img/s (peer) | "
+             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        acc = r.get("class_accuracy")
+        train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
+        lines.append(f"| {key} | {r['n_samples']:,} | {_fmt(r['fid'])} | {_fmt(r['fid_floor'])} | "
+                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('psnr_db'))} | {train} | "
+                     f"{_fmt(r.get('sample_s_per_img'), '.3f')} | "
+                     f"{r['device']} | {r['date']} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table}{README_END}{tail}")
+    return True
