@@ -186,8 +186,10 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         if r.get("sample_s_per_img_ddpm1000") is not None:
             lines.append(f"\nSampling time per image on {r['device']} ({key.split(' / ')[1]} row): DDIM-50 "
                          f"{r['sample_s_per_img_ddim50']:.3f} s, DDPM-1000 {r['sample_s_per_img_ddpm1000']:.3f} s.")
-    lines += ["", "Commands: `python -m minildm bench " + name + " -n 5000` (DDIM-50) and "
-              "`python -m minildm bench " + name + " --sampler ddpm -n 1000` (DDPM-1000).", "",
+    scales = sorted({r["guidance_scale"] for r in rows.values() if "guidance_scale" in r})
+    sweep = (" --guidance-scale " + " ".join(f"{s:g}" for s in scales)) if scales else ""
+    lines += ["", "Commands: `python -m minildm bench " + name + sweep + " -n 5000` (DDIM-50) and "
+              "`python -m minildm bench " + name + sweep + " --sampler ddpm -n 1000` (DDPM-1000).", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]
     for label, goal, fn in TARGETS.get(name, []):
         lines.append(f"| {label} | {goal} | {_fmt(fn(rows))} |")
