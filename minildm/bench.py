@@ -204,15 +204,11 @@ def bench_vae(n: int, sampler: str, steps: int, device, quick: bool, name: str =
 
 def load_latent_pair(name: str = "ldm_cond", device=None):
     """A latent model and the VAE it was trained on; refuses a VAE whose sha256 differs from the recorded one."""
-    from minildm.models.vae import VAE
-    unet = checkpoints.load_model(UNet, checkpoints.find(name), device=device)
-    vae_path = checkpoints.find(unet.meta["latent_vae"])
-    if checkpoints.sha256_file(vae_path) != unet.meta["latent_vae_sha256"]:
-        raise checkpoints.CheckpointError(
-            f"{name} was trained on the latents of {unet.meta['latent_vae']} with sha256 "
-            f"{unet.meta['latent_vae_sha256'][:12]}..., but {vae_path} differs: its latents mean something else. "
-            f"Retrain with `minildm train {name}` or restore the matching VAE.")
-    return unet, checkpoints.load_model(VAE, vae_path, device=device)
+    unet = checkpoints.load_model(UNet, checkpoints.find(name), device=device or "cpu")
+    vae = checkpoints.matching_vae(unet, device or "cpu", name)
+    if vae is None:
+        raise checkpoints.CheckpointError(f"{name} is not a latent model (no meta['latent_vae']).")
+    return unet, vae
 
 
 @torch.no_grad()

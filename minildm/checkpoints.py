@@ -154,3 +154,20 @@ def find(name: str) -> Path:
     searched = ", ".join(str(d) for d in checkpoint_dirs())
     raise CheckpointError(f"no checkpoint named {name!r} in {searched}. Shipped checkpoints come with the "
                           f"repository (git pull); or train it with `python -m minildm train {name}`.")
+
+
+def matching_vae(unet: torch.nn.Module, device: str | torch.device = "cpu", name: str | None = None):
+    """The VAE a latent model was trained on (`meta["latent_vae"]`), refusing one whose sha256 differs from the
+    recorded `meta["latent_vae_sha256"]`: another VAE's latents mean something else. None for a pixel model."""
+    from minildm.models.vae import VAE
+    meta = getattr(unet, "meta", {})
+    if meta.get("latent_vae") is None:
+        return None
+    vae_path = find(meta["latent_vae"])
+    if sha256_file(vae_path) != meta.get("latent_vae_sha256"):
+        name = name or meta.get("recipe", "this model")
+        raise CheckpointError(
+            f"{name} was trained on the latents of {meta['latent_vae']} with sha256 "
+            f"{str(meta.get('latent_vae_sha256'))[:12]}..., but {vae_path} differs: its latents mean something else. "
+            f"Restore the matching VAE, or retrain with `minildm train {name}`.")
+    return load_model(VAE, vae_path, device=device)

@@ -174,7 +174,7 @@ def _demo(args) -> int:
         from minildm.demo import launch
         print(f"minildm demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
         launch(args.host, args.port, args.model, args.device)
-    except (ImportError, CheckpointError) as err:  # missing gradio or checkpoint: say so, no traceback
+    except (ImportError, CheckpointError, FileNotFoundError) as err:  # missing gradio, checkpoint, text encoder
         print(f"minildm demo: {err}", file=sys.stderr)
         return 2
     return 0
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate samples from each shipped checkpoint, compute the harness metrics "
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
-    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, vae, ldm_cond, or a VAE snapshot vae_* (see --export-name)")
+    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, vae, ldm_cond, ldm_text, ldm_text_tiny, or a VAE snapshot vae_* (see --export-name)")
     bench.add_argument("--guidance-scale", type=float, nargs="+", default=[3.0],
                        help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
                             "several values give a sweep, one row each")
@@ -269,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     gen.set_defaults(func=_generate)
 
-    demo = sub.add_parser("demo", help="a Gradio app over the shipped class-conditional model (needs the [demo] extra)",
-                          description="Launch the Gradio demo: garment, negative garment, guidance scale, steps, "
+    demo = sub.add_parser("demo", help="a Gradio app over the shipped text-to-image model (needs the [demo] extra)",
+                          description="Launch the Gradio demo: prompt, negative prompt, guidance scale, steps, "
                                       "seed -> image grid. Install with pip install -e \".[demo]\".")
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only)")
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    demo.add_argument("--model", default="ddpm_cond", help="class-conditional checkpoint (default ddpm_cond)")
+    demo.add_argument("--model", default="ldm_text", help="text-to-image checkpoint: ldm_text (default) or ldm_text_tiny")
     demo.add_argument("--device", default=None, help="cpu, cuda, mps (default cpu)")
     demo.set_defaults(func=_demo)
 

@@ -40,13 +40,14 @@ def _fmt(value, spec=".2f"):
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | PSNR dB | train img/s (peer) | "
-             "sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | attribute acc. | PSNR dB | "
+             "train img/s (peer) | sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
         acc = r.get("class_accuracy")
         train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
         lines.append(f"| {key} | {r['n_samples']:,} | {_fmt(r['fid'])} | {_fmt(r['fid_floor'])} | "
-                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('psnr_db'))} | {train} | "
+                     f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('attribute_accuracy'), '.3f')} | "
+                     f"{_fmt(r.get('psnr_db'))} | {train} | "
                      f"{_fmt(r.get('sample_s_per_img'), '.3f')} | "
                      f"{r['device']} | {r['date']} |")
     return "\n".join(lines) + "\n"

@@ -84,17 +84,8 @@ def train_arm(name: str, minutes: list[float], run_dir: str | Path = STUDY_DIR, 
 
 def load_pair(path: str | Path, device=None):
     """A diffusion checkpoint and, for a latent model, the VAE it was trained on (sha256 checked); else None."""
-    from minildm.models.vae import VAE
-    unet = checkpoints.load_model(UNet, Path(path), device=device)
-    vae_name = unet.meta.get("latent_vae")
-    if vae_name is None:
-        return unet, None
-    vae_path = checkpoints.find(vae_name)
-    if checkpoints.sha256_file(vae_path) != unet.meta["latent_vae_sha256"]:
-        raise checkpoints.CheckpointError(
-            f"{path} was trained on the latents of {vae_name} with sha256 {unet.meta['latent_vae_sha256'][:12]}..., "
-            f"but {vae_path} differs: its latents mean something else. Retrain it, or restore the matching VAE.")
-    return unet, checkpoints.load_model(VAE, vae_path, device=device)
+    unet = checkpoints.load_model(UNet, Path(path), device=device or "cpu")
+    return unet, checkpoints.matching_vae(unet, device or "cpu", str(path))
 
 
 def sample_images(unet, vae, labels, guidance_scale: float = 2.0, steps: int = 50, seed: int = 0, device=None):

@@ -39,6 +39,35 @@ def generate_batched(unet, vae, encoder, scheduler, prompts: list[str], guidance
                       for i in range(0, len(prompts), batch_size)])
 
 
+@torch.no_grad()
+def cross_attention_maps(unet, x_t: torch.Tensor, t, states: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Which prompt tokens each latent position attends to, in every cross-attention layer of one UNet call.
+
+    Returns layer name -> weights `(B, heads, HW, L)` (rows sum to 1 over the real tokens; padding gets 0), by
+    re-running each `CrossAttention` on the inputs it received with `return_weights=True` (forward hooks)."""
+    from minildm.models.layers import CrossAttention
+    maps, hooks = {}, []
+
+    def hook(name):
+        def fn(module, args, kwargs, out):
+            x, cond = args[0], args[1]
+            m = args[2] if len(args) > 2 else kwargs.get("mask")
+            maps[name] = module.forward(x, cond, m, return_weights=True)[1]   # .forward: no hook recursion
+        return fn
+
+    for name, module in unet.named_modules():
+        if isinstance(module, CrossAttention):
+            hooks.append(module.register_forward_hook(hook(name), with_kwargs=True))
+    if not hooks:
+        raise ValueError("this UNet has no cross-attention layers (config.cond_dim is None).")
+    try:
+        unet(x_t, t, states, mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return maps
+
+
 def score(images: torch.Tensor, labels: torch.Tensor, sides: dict, thresholds: AttributeThresholds) -> dict:
     """Class accuracy and attribute accuracy (overall and per attribute) of generated images."""
     from minildm import metrics
@@ -68,4 +97,4 @@ def bench_text(name: str, n: int, steps: int, guidance_scale: float, device=None
             "sample_s_per_img": round(seconds / n, 4), "example_prompts": prompts[:5]}
 
 
-__all__ = ["prompt_set", "generate_batched", "score", "bench_text"]
+__all__ = ["prompt_set", "generate_batched", "cross_attention_maps", "score", "bench_text"]

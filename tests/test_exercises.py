@@ -17,6 +17,7 @@ from minildm.exercises import (
     check_posterior_mean,
     check_q_sample,
     check_reparameterise,
+    check_text_sample,
 )
 from minildm.exercises.ddpm import _ab, _ddim
 from minildm.models.vae import DiagonalGaussian
@@ -83,7 +84,7 @@ def test_checkers_are_deterministic_and_docstrings_name_their_notebook(capsys):
     check_q_sample(q_sample)
     assert capsys.readouterr().out.count("✓") == 2
     for check in (check_q_sample, check_posterior_mean, check_ddim_step, check_reparameterise, check_kl,
-                  check_cfg, check_cross_attention):
+                  check_cfg, check_cross_attention, check_text_sample):
         assert "notebooks/0" in check.__doc__ and "fn(" in check.__doc__
 
 
@@ -473,3 +474,42 @@ def test_garment_brightness_checker_accepts_the_caption_measure(capsys):
         check_garment_brightness(lambda x: ((x + 1) / 2).flatten(1).mean(1))
     with pytest.raises(ExerciseFailed, match=r"map them to \[0, 1\]"):
         check_garment_brightness(lambda x: (x * (x > -0.8)).flatten(1).sum(1) / (x > -0.8).flatten(1).sum(1).clamp(min=1))
+
+
+def text_sample(z_T, prompts, negative_prompts, unet, vae, text_encoder, scheduler, guidance_scale, latent_scale,
+                num_inference_steps, kind=None):
+    negative = negative_prompts if negative_prompts is not None and kind != "ignore" else [""] * len(prompts)
+    text, neg = text_encoder(prompts), text_encoder(negative)
+    states, mask = torch.cat([neg.states, text.states]), torch.cat([neg.mask, text.mask])
+    scheduler.set_timesteps(num_inference_steps)
+    z_t = z_T
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            a, b = unet(torch.cat([z_t, z_t]), t, states, mask).chunk(2)
+            eps = b + guidance_scale * (a - b) if kind == "swap" else a + guidance_scale * (b - a)
+            z_t = scheduler.step(eps, t, z_t).prev_sample
+        images = vae.decode(z_t if kind == "none" else z_t / latent_scale)
+        return images if kind == "noclamp" else images.clamp(-1, 1)
+
+
+def test_text_sample_checker_accepts_the_solution_and_minildm_agrees(capsys):
+    from minildm.exercises import check_text_sample
+    from minildm.exercises.text import _tiny_text_parts
+    from minildm.pipelines.text import text_to_image
+    check_text_sample(text_sample)
+    assert "✓ text_sample: correct on 5 cases" in capsys.readouterr().out
+    enc, unet, vae = (m.float() for m in _tiny_text_parts(0))   # the pipeline is the same loop: same noise, same images
+    sched = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+    out = text_to_image(unet, vae, enc, sched, ["a shoe", "a bag"], ["sandal", "a boot"], 4.0,
+                        torch.Generator().manual_seed(3), 5, latent_scale=0.5, progress=False)
+    z_T = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out.images, text_sample(z_T, ["a shoe", "a bag"], ["sandal", "a boot"], unet, vae, enc,
+                                                       sched, 4.0, 0.5, 5))
+
+
+@pytest.mark.parametrize("kind, hint", [("ignore", "negative prompt was ignored"), ("swap", "swapped"),
+                                        ("none", "decoded z_0 itself"), ("noclamp", "not clamped")])
+def test_text_sample_checker_names_the_mistake(kind, hint):
+    from minildm.exercises import check_text_sample
+    with pytest.raises(ExerciseFailed, match=hint):
+        check_text_sample(lambda *args: text_sample(*args, kind=kind))

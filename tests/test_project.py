@@ -77,7 +77,8 @@ def test_every_notebook_starts_with_the_colab_cell_which_is_a_no_op_here(tmp_pat
         source = "".join(first["source"])
         assert first["cell_type"] == "code" and "Colab setup" in source and 'find_spec("minildm")' in source, path.name
         cells.append(source)
-    assert len(set(cells)) == 1                  # one cell, the same everywhere
+    assert len(set(cells)) == 1                  # one cell, the same everywhere: tools/colab_cell.py
+    assert cells[0] == (ROOT / "tools" / "colab_cell.py").read_text().split("\'\'\'")[1].strip("\n")
     monkeypatch.chdir(tmp_path)
     before = (os.getcwd(), dict(os.environ))
     exec(cells[0], {})                           # minildm is installed here: nothing may happen

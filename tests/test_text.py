@@ -125,6 +125,25 @@ def test_padding_tokens_change_nothing(parts):
         assert not torch.allclose(unet(z, t, text.states, text.mask), unet(z, t, states, None))
 
 
+def test_cross_attention_maps_are_distributions_over_the_real_tokens(parts):
+    from minildm.text_eval import cross_attention_maps
+    enc, unet, _ = parts
+    text = enc(["a dark boot", "a bag"])
+    z, t = torch.randn(2, 4, 4, 4), torch.tensor([10, 500])
+    maps = cross_attention_maps(unet, z, t, text.states, text.mask)
+    assert maps and all(w.shape[:2] == (2, unet.config.heads) and w.shape[-1] == 8 for w in maps.values())
+    for w in maps.values():
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))            # rows sum to 1
+        assert (w[0, ..., 4:] == 0).all() and (w[1, ..., 3:] == 0).all()           # padding gets no weight
+    with torch.no_grad():                                                          # the hooks are gone afterwards
+        torch.testing.assert_close(unet(z, t, text.states, text.mask), unet(z, t, text.states, text.mask))
+    assert not any(m._forward_hooks for m in unet.modules())
+    plain = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=4, base_channels=8, channel_mults=(1, 2),
+                            attention=("none", "none"), cross_attention=(False, False), groups=4, time_dim=16))
+    with pytest.raises(ValueError, match="no cross-attention"):
+        cross_attention_maps(plain, z, t, text.states, text.mask)
+
+
 def test_guidance_identities_and_the_negative_prompt(parts):
     base = run(parts, ["a dark boot"], ["a bag"], s=1.0).images
     torch.testing.assert_close(base, run(parts, ["a dark boot"], ["sandal"], s=1.0).images)   # s = 1: no uncond

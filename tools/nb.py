@@ -5,7 +5,7 @@
     python tools/nb.py check            # fail if any .ipynb's code/markdown differs from its source
 
 Sources use the jupytext "percent" format: `# %%` starts a code cell, `# %% [markdown]` a Markdown cell
-whose lines start with `# `. Editing the .py source and rebuilding keeps diffs readable.
+whose lines start with `# `; `# %% [colab]` is the Colab setup cell, written once in tools/colab_cell.py. Editing the .py source and rebuilding keeps diffs readable.
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colab_cell import CELL as COLAB_CELL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "_src", ROOT / "notebooks"
@@ -29,6 +32,10 @@ def parse(text: str) -> list[tuple[str, str]]:
             cells.append((kind, body))
 
     for line in text.splitlines():
+        if line.startswith("# %% [colab]"):  # the one Colab setup cell, kept in tools/colab_cell.py
+            flush()
+            kind, lines = "code", COLAB_CELL.splitlines()
+            continue
         if line.startswith("# %%"):
             flush()
             kind, lines = ("markdown" if "[markdown]" in line else "code"), []

@@ -24,10 +24,10 @@ from minildm.exercises.data import check_class_means, check_preprocess, check_to
 from minildm.exercises.ddpm import check_ddim_step, check_posterior_mean, check_q_sample
 from minildm.exercises.guidance import check_brightness_loss, check_cfg, check_drop_condition
 from minildm.exercises.latent import check_encode_latents, check_latent_sample, check_ldm_loss
-from minildm.exercises.text import check_cross_attention, check_garment_brightness, check_masked_mean
+from minildm.exercises.text import check_cross_attention, check_garment_brightness, check_masked_mean, check_text_sample
 from minildm.exercises.vae import check_kl, check_latent_scale, check_reparameterise
 
 __all__ = ["ExerciseFailed", "check_preprocess", "check_to_uint8", "check_class_means", "check_q_sample", "check_posterior_mean", "check_ddim_step", "check_cfg",
            "check_brightness_loss", "check_drop_condition", "check_reparameterise", "check_kl", "check_latent_scale",
            "check_ldm_loss", "check_encode_latents", "check_latent_sample", "check_cross_attention",
-           "check_masked_mean", "check_garment_brightness"]
+           "check_masked_mean", "check_garment_brightness", "check_text_sample"]

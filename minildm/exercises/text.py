@@ -1,5 +1,6 @@
 """Exercises of notebooks/05_text_conditioning_cfg.ipynb: cross-attention with a padding mask, mean pooling over
-real tokens, and the garment brightness that captions and scores are built on.
+real tokens, the garment brightness that captions and scores are built on, and the text-to-image loop with a
+negative prompt.
 
 References: Vaswani et al. (2017), eq. (1).
 """
@@ -105,3 +106,80 @@ def check_garment_brightness(fn: Callable) -> None:
         cases.append(Case(desc, (x,), unit / area.clamp(min=1), mistakes))
     _run("garment_brightness", fn, ("x",), cases,
          "garment = x > -0.8; ((x + 1) / 2 * garment).sum((1, 2, 3)) / garment.sum((1, 2, 3)).clamp(min=1).")
+
+
+def _tiny_text_parts(seed: int):
+    """A tiny text encoder, a text UNet on 4x4x4 latents and a VAE for 16x16 images, random float64 weights."""
+    from minildm.models.text import TinyTextEncoder
+    from minildm.models.unet import UNet, UNetConfig
+    from minildm.models.vae import VAE, VAEConfig
+    torch.manual_seed(seed)
+    enc = TinyTextEncoder.from_captions(["a dark boot", "a light small sandal", "a bag", "a shoe"], dim=16, heads=2,
+                                        max_length=8)
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=4, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "none"), cross_attention=(True, True), heads=2, head_dim=8, groups=4,
+                           time_dim=16, cond_dim=16))
+    vae = VAE(VAEConfig(image_size=16, base_channels=8, groups=4))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # random, not zero-initialised outputs, so every mistake changes the result
+        for p in list(enc.parameters()) + list(unet.parameters()) + list(vae.parameters()):
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return enc.double().eval(), unet.double().eval(), vae.double().eval()
+
+
+@torch.no_grad()
+def _text_reference(z_T, prompts, negative_prompts, unet, vae, text_encoder, scheduler, guidance_scale, latent_scale,
+                    steps, *, ignore_negative=False, swap=False, decode=True, clamp=True) -> torch.Tensor:
+    negative = negative_prompts if negative_prompts is not None and not ignore_negative else [""] * len(prompts)
+    text, neg = text_encoder(prompts), text_encoder(negative)
+    states, mask = torch.cat([neg.states, text.states]), torch.cat([neg.mask, text.mask])   # (2B, L, D), (2B, L)
+    scheduler.set_timesteps(steps)
+    z_t = z_T.clone()
+    for t in scheduler.timesteps:
+        eps_uncond, eps_cond = unet(torch.cat([z_t, z_t]), t, states, mask).chunk(2)
+        if swap:
+            eps_uncond, eps_cond = eps_cond, eps_uncond
+        z_t = scheduler.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, z_t).prev_sample
+    images = vae.decode(z_t / latent_scale if decode else z_t)
+    return (images.clamp(-1, 1) if clamp else images).double()
+
+
+def check_text_sample(fn: Callable) -> None:
+    """Check `fn(z_T, prompts, negative_prompts, unet, vae, text_encoder, scheduler, guidance_scale, latent_scale,
+    num_inference_steps) -> images`: the text-to-image loop with classifier-free guidance and a negative prompt.
+
+    Encode the prompts and the negative prompts (the empty prompt `""` for each when `negative_prompts` is None):
+    `text_encoder(list_of_str)` returns `.states (B, L, D)` and `.mask (B, L)`; concatenate `[negative, prompt]`.
+    `scheduler.set_timesteps(num_inference_steps)`; from `z_T` `(B, 4, h, w)`, for each `t`:
+    `eps_uncond, eps_cond = unet(cat([z_t, z_t]), t, states, mask).chunk(2)`, the CFG line, a scheduler step; then
+    `vae.decode(z_0 / latent_scale).clamp(-1, 1)`. Tiny random float64 models. Exercise of
+    notebooks/05_text_conditioning_cfg.ipynb.
+    """
+    from minildm.schedulers import DDIMScheduler
+    enc, unet, vae = _tiny_text_parts(0)
+    g = torch.Generator().manual_seed(6)
+    cases = []
+    for desc, prompts, negative, s, scale, steps in [
+            ("two prompts, no negative prompt (the empty prompt), s = 3", ["a dark boot", "a bag"], None, 3.0, 0.5, 4),
+            ("a negative prompt for each prompt, s = 4", ["a shoe", "a shoe"], ["sandal", "boot"], 4.0, 0.5, 4),
+            ("s = 1: the conditional model alone (the negative prompt has no effect)", ["a light sandal"], ["a bag"],
+             1.0, 0.5, 3),
+            ("s = 0: the negative prompt's model alone", ["a dark boot"], ["a light small sandal"], 0.0, 0.5, 3),
+            ("latent_scale 2.0, 6 steps", ["a small bag", "a shoe", "a boot"], ["a dark boot"] * 3, 2.0, 2.0, 6)]:
+        z_T = torch.randn(len(prompts), 4, 4, 4, generator=g, dtype=F64)
+        sched = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+        args = (z_T, prompts, negative, unet, vae, enc, sched, s, scale, steps)
+        ref = lambda **kw: _text_reference(*args, **kw)  # noqa: E731
+        mistakes = {"the negative prompt was ignored: its token states replace the empty prompt's in the "
+                    "unconditional half of the batch.": ref(ignore_negative=True),
+                    "the guidance terms are swapped: the batch is [negative, prompt], so chunk(2) gives (eps_uncond, "
+                    "eps_cond) in that order.": ref(swap=True),
+                    "decoded z_0 itself: the VAE decodes z_0 / latent_scale.": ref(decode=False),
+                    "the decoded images are not clamped to [-1, 1] (.clamp(-1, 1)).": ref(clamp=False)}
+        if negative is None or s == 1.0:
+            mistakes.pop(next(iter(mistakes)))
+        cases.append(Case(desc, args, ref(), mistakes))
+    _run("text_sample", fn, ("z_T", "prompts", "negative_prompts", "unet", "vae", "text_encoder", "scheduler",
+                             "guidance_scale", "latent_scale", "num_inference_steps"), cases,
+         "states from [negative (or ''), prompt], set_timesteps, the loop with the doubled batch and the CFG line, "
+         "then vae.decode(z / latent_scale).clamp(-1, 1).")
