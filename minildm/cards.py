@@ -155,7 +155,9 @@ def best_text_row(rows: dict, split: str = "train") -> dict:
 
 def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]:
     meta, tc = header.get("meta", {}), header.get("meta", {}).get("train_config", {})
-    encoder = {"minilm": "all-MiniLM-L6-v2, frozen (16 tokens x 384)",
+    encoder = {"minilm": "all-MiniLM-L6-v2, frozen (16 tokens x 384" + (", plus its mean-pooled sentence embedding "
+                                                                        "as a 17th token)" if meta.get("sentence_token")
+                                                                        else ")"),
                "tiny": "a word-level transformer trained from scratch with the UNet"}.get(meta.get("text_encoder"))
     lines = [
         f"# Model card: `{name}` ({header['class']}, text-to-image)", "",

@@ -99,6 +99,7 @@ class TextRecipe:
     encoder: str = "minilm"        # "minilm": frozen, pretrained; "tiny": trained from scratch with the UNet
     latent_vae: str = "vae"
     variants: int = 4              # captions per training image (templates and words drawn per variant)
+    sentence_token: bool = False   # frozen encoder: append MiniLM's mean-pooled sentence embedding as a token
     description: str = ""
 
 
@@ -109,8 +110,9 @@ _TEXT_UNET = dict(in_channels=4, out_channels=4, image_size=8, base_channels=16,
 _TEXT_TRAIN = TrainConfig(steps=20_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
                           checkpoint_every=500, p_uncond=0.1, hflip=False)
 TEXT_RECIPES = {r.name: r for r in (
-    TextRecipe("ldm_text", UNetConfig(**_TEXT_UNET, cond_dim=384), _TEXT_TRAIN, "minilm",
-               description="text-to-image latent diffusion, frozen all-MiniLM-L6-v2 (16x384 tokens), CFG (chapter 05)"),
+    TextRecipe("ldm_text", UNetConfig(**_TEXT_UNET, cond_dim=384), _TEXT_TRAIN, "minilm", sentence_token=True,
+               description="text-to-image latent diffusion, frozen all-MiniLM-L6-v2 (16 tokens + the sentence "
+                           "embedding, 384-d), CFG (chapter 05)"),
     TextRecipe("ldm_text_tiny", UNetConfig(**_TEXT_UNET, cond_dim=128), _TEXT_TRAIN, "tiny",
                description="text-to-image latent diffusion, a word-level text transformer trained from scratch (chapter 05)"),
 )}
@@ -119,7 +121,7 @@ TEXT_RECIPES = {r.name: r for r in (
 def _encoder(recipe: TextRecipe, captions: list[str]) -> nn.Module:
     if recipe.encoder == "minilm":
         from minildm.models.text import FrozenTextEncoder
-        return FrozenTextEncoder(max_length=16)
+        return FrozenTextEncoder(max_length=16, sentence_token=recipe.sentence_token)
     from minildm.models.text import TinyTextEncoder
     torch.manual_seed(recipe.train.seed)
     return TinyTextEncoder.from_captions(captions, dim=recipe.model.cond_dim)
@@ -155,7 +157,7 @@ def train_text_recipe(name: str, steps: int | None = None, run_dir: str | Path =
             "num_train_timesteps": 1000, "train_config": run_meta["train_config"], "steps": run_meta["step"],
             "images_seen": run_meta["step"] * cfg.batch_size, "wall_clock_s": round(run_meta.get("seconds", 0.0), 1),
             "device": device_description(device), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat(), "text_encoder": recipe.encoder, "captions": len(captions),
+            "date": datetime.date.today().isoformat(), "text_encoder": recipe.encoder, "sentence_token": recipe.sentence_token, "captions": len(captions),
             "attribute_thresholds": thresholds.values, "latent_vae": recipe.latent_vae,
             "latent_vae_sha256": sha256_file(vae_path),
             "latent_scale": load_model(VAE, vae_path).meta["latent_scale"], "clip_sample": False,
@@ -182,7 +184,7 @@ def load_text_model(name: str = "ldm_text", device=None):
         encoder = checkpoints.load_model(TinyTextEncoder, checkpoints.find(meta["text_encoder_checkpoint"]),
                                          device=device or "cpu")
     else:
-        encoder = FrozenTextEncoder(max_length=16).to(device or "cpu")
+        encoder = FrozenTextEncoder(max_length=16, sentence_token=meta.get("sentence_token", False)).to(device or "cpu")
     return unet, vae, encoder
 
 

@@ -57,9 +57,9 @@ def test_train_arm_snapshots_each_mark_and_skips_done_ones(tmp_path, tiny_recipe
     paths = studies.train_arm("ddpm_cond", [0.004, 0.008], run_dir=tmp_path, progress=False)
     assert [p.name for p in paths] == ["ddpm_cond_0.004min.safetensors", "ddpm_cond_0.008min.safetensors"]
     early, late = (load_model(UNet, p) for p in paths)
-    assert 0.24 <= early.meta["wall_clock_s"] < late.meta["wall_clock_s"]
+    assert 0.24 - 0.05 <= early.meta["wall_clock_s"] < late.meta["wall_clock_s"]   # wall_clock_s is rounded to 0.1 s
     assert early.meta["steps"] < late.meta["steps"]
-    assert late.meta["wall_clock_s"] >= 0.48
+    assert late.meta["wall_clock_s"] >= 0.48 - 0.05
     step = json.loads((tmp_path / "ddpm_cond" / "state.json").read_text())["step"]
     studies.train_arm("ddpm_cond", [0.004, 0.008], run_dir=tmp_path, progress=False)  # nothing left to do
     assert json.loads((tmp_path / "ddpm_cond" / "state.json").read_text())["step"] == step

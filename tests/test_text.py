@@ -1,4 +1,5 @@
 """Chapter 05 pieces: captions from measured attributes, text encoders, the text-to-image pipeline."""
+import json
 import warnings
 
 import pytest
@@ -200,6 +201,14 @@ def test_frozen_minilm_encodes_offline_with_a_mask_and_states_truncation():
         enc(["a very " * 20 + "dark boot"])
     again = enc(["a dark ankle boot"]).states[0, :6]
     torch.testing.assert_close(again, out.states[0, :6], atol=1e-5, rtol=1e-5)   # padding does not leak in
+    # the sentence token: the mean of the real tokens' states, appended as one more real token
+    enc.sentence_token = True
+    pooled = enc(["a dark ankle boot", ""])
+    assert pooled.states.shape == (2, 17, 384) and pooled.mask.sum(1).tolist() == [7, 3] and pooled.mask[:, 16].all()
+    torch.testing.assert_close(pooled.states[0, 16], out.states[0, :6].mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled.states[1, 16], out.states[1, :2].mean(0), atol=1e-5, rtol=1e-5)
+    assert enc.token_names(pooled.input_ids[0])[:6] + enc.token_names(pooled.input_ids[0])[-1:] == [
+        "[CLS]", "a", "dark", "ankle", "boot", "[SEP]", "[SENTENCE]"]
 
 
 def test_minilm_source_errors_are_explained(monkeypatch):
@@ -328,3 +337,31 @@ def test_bench_measures_a_text_model_on_held_in_and_held_out_prompts(tmp_path, m
                                                 "ldm_text / ddim-2 / s=2 / prompts=heldout / n=20"]
     assert all(0 <= r["class_accuracy"] <= 1 and 0 <= r["attribute_accuracy"] <= 1 for r in rows)
     assert rows[0]["example_prompts"] != rows[1]["example_prompts"]
+    # the card: the rows above are n = 20, so no target is met yet; rows with n >= 5,000 fill the targets
+    from minildm.cards import best_text_row, write_card
+    results = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    card = write_card("ldm_text", results_path=tmp_path / "out" / "metrics.json", out_dir=tmp_path).read_text()
+    assert "text-to-image" in card and "| train | 2 | 20 |" in card and "| heldout | 2 | 20 |" in card
+    assert card.count("not measured yet") == 3                      # n = 20 < 5,000: no target is measured
+    big = {k.replace("n=20", "n=5000"): {**r, "n_samples": 5000} for k, r in results.items()}
+    big["ldm_text / ddim-2 / s=4 / prompts=train"] = {**rows[0], "n_samples": 5000, "guidance_scale": 4.0,
+                                                      "class_accuracy": 0.95, "attribute_accuracy": 0.85}
+    big["ldm_text / ddim-2 / s=4 / prompts=heldout"] = {**rows[1], "n_samples": 5000, "guidance_scale": 4.0,
+                                                        "class_accuracy": 0.81, "attribute_accuracy": 0.7}
+    assert best_text_row(big, "heldout")["class_accuracy"] == 0.81   # the scale chosen on held-in prompts
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    card = write_card("ldm_text", results_path=tmp_path / "big.json", out_dir=tmp_path).read_text()
+    assert "| class accuracy, held-in prompts | ≥ 0.90 | 0.950 |" in card
+    assert "| class accuracy, held-out prompts (new templates and words) | ≥ 0.80 | 0.810 |" in card
+
+
+def test_generate_works_offline_with_the_shipped_text_model(tmp_path, monkeypatch, capsys):
+    """The README's main-job command, on the shipped checkpoints (ldm_text, its VAE, MiniLM from the package)."""
+    from PIL import Image
+
+    from minildm.cli import main
+    monkeypatch.delenv("MINILDM_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("MINILDM_ALLOW_DOWNLOAD", "0")                 # offline: nothing may come from the Hub
+    out = tmp_path / "boots.png"
+    assert main(["generate", "a dark ankle boot", "-n", "4", "--steps", "10", "-o", str(out), "--threads", "1"]) == 0
+    assert Image.open(out).size[0] > 4 * 32 and "4 images of 'a dark ankle boot'" in capsys.readouterr().out

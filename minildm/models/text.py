@@ -74,17 +74,23 @@ def minilm_path() -> Path | str:
 
 
 class FrozenTextEncoder(nn.Module):
-    """all-MiniLM-L6-v2's last hidden states for each token, frozen. `forward(prompts) -> TextEncoding`."""
+    """all-MiniLM-L6-v2's last hidden states for each token, frozen. `forward(prompts) -> TextEncoding`.
+
+    `sentence_token=True` appends one more token: the mean of the real tokens' states, which is the sentence
+    embedding all-MiniLM-L6-v2 was trained to produce (Sentence-BERT's mean pooling), so paraphrases land close
+    together there — as SDXL adds CLIP's pooled embedding to the per-token states. States `(B, max_length + 1, 384)`.
+    """
 
     dim = 384
+    SENTENCE_ID = -1   # the input id shown for the appended sentence token
 
-    def __init__(self, max_length: int = 16, source: str | Path | None = None):
+    def __init__(self, max_length: int = 16, source: str | Path | None = None, sentence_token: bool = False):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
         source = source or minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(source))
         self.model = AutoModel.from_pretrained(str(source)).eval().requires_grad_(False)
-        self.max_length = max_length
+        self.max_length, self.sentence_token = max_length, sentence_token
 
     def tokenize(self, prompts) -> dict:
         prompts = _check_prompts(prompts)
@@ -93,13 +99,25 @@ class FrozenTextEncoder(nn.Module):
         return self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
                               return_tensors="pt")
 
+    def token_names(self, input_ids: torch.Tensor) -> list[str]:
+        """Token texts for one row of `TextEncoding.input_ids`, "[SENTENCE]" for the appended sentence token."""
+        return [("[SENTENCE]" if i == self.SENTENCE_ID else self.tokenizer.convert_ids_to_tokens(i))
+                for i in input_ids.tolist()]
+
     @torch.no_grad()
     def forward(self, prompts) -> TextEncoding:
         tokens = self.tokenize(prompts)
         device = next(self.model.parameters()).device
         ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state     # (B, L, 384)
-        return TextEncoding(states, mask.bool(), ids)
+        mask = mask.bool()
+        if self.sentence_token:
+            m = mask[..., None].to(states.dtype)                                       # (B, L, 1)
+            sentence = (states * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)      # (B, 1, 384) mean pooling
+            states = torch.cat([states, sentence], 1)                                  # (B, L + 1, 384)
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)                   # (B, L + 1)
+            ids = torch.cat([ids, ids.new_full((len(ids), 1), self.SENTENCE_ID)], 1)   # (B, L + 1)
+        return TextEncoding(states, mask, ids)
 
 
 def words(text: str) -> list[str]:
