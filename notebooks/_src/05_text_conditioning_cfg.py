@@ -127,8 +127,10 @@ plt.suptitle("two training captions and a held-out one per image"); plt.tight_la
 # as its words (`FrozenTextEncoder(sentence_token=True)`, what `ldm_text` was trained with).
 
 # %%
+encoder = FrozenTextEncoder(max_length=16, sentence_token=True).to(device)   # loads MiniLM (a progress bar)
+
+# %%
 # NBVAL_CHECK_OUTPUT
-encoder = FrozenTextEncoder(max_length=16, sentence_token=True).to(device)
 out = encoder(["a dark ankle boot", ""])                                # TextEncoding(states, mask, input_ids)
 names, names0 = encoder.token_names(out.input_ids[0]), encoder.token_names(out.input_ids[1])
 print(f"{'position':>8}  {'token id':>8}  token          mask   |  empty prompt")
