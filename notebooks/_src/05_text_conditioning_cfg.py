@@ -16,7 +16,7 @@
 # **Budget.** Minutes on a laptop CPU (the measured time is in the README's course table): a short demonstrative
 # training, then the shipped reference checkpoints `ldm_text` (frozen MiniLM) and `ldm_text_tiny` (the from-scratch
 # encoder), trained by `python -m minildm train ldm_text` / `ldm_text_tiny` (cards in `data/checkpoints/`). The
-# 5,000-sample numbers at the end come from `python -m minildm bench ldm_text ldm_text_tiny -n 5000`.
+# 5,000-sample numbers at the end come from `python -m minildm bench ldm_text ldm_text_tiny --guidance-scale 4 -n 5000`.
 
 # %%
 import dataclasses
