@@ -72,7 +72,7 @@ LDM_COND = DiffusionRecipe(
     model=UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=16, channel_mults=(1, 2, 4),
                      attention=("none", "none", "full"), cross_attention=(False, False, False), heads=4,
                      head_dim=32, num_classes=10),  # 8x8 -> 4x4 -> 2x2 with 16, 32, 64 channels, ~0.65M parameters
-    train=TrainConfig(steps=40_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
+    train=TrainConfig(steps=60_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
                       checkpoint_every=500, p_uncond=0.1, hflip=False),
     latent_vae="vae",
     description="class-conditional latent diffusion with CFG on the vae's 4x8x8 latents (chapter 04)",

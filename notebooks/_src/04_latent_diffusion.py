@@ -195,8 +195,9 @@ plt.show()
 # ## 5. The latent sampling loop
 #
 # Write the sampler — the loop stays visible, as in chapters 01 and 02 — and decode with $1/s$. The CFG line is the one
-# of chapter 02, on latents. We run it on the shipped `ldm_cond` (trained by `python -m minildm.studies train
-# ldm_cond --minutes 5 15 30 60` then `python -m minildm.studies promote`; card `data/checkpoints/ldm_cond.md`).
+# of chapter 02, on latents. We run it on the shipped `ldm_cond` (60,000 steps: the 60-minute arm of `python -m
+# minildm.studies train ldm_cond --minutes 5 15 30 60`, resumed with `python -m minildm train ldm_cond`; card
+# `data/checkpoints/ldm_cond.md`).
 
 # %%
 unet, vae = load_latent_pair("ldm_cond", device)        # refuses a VAE whose sha256 differs from the one it learned
@@ -414,7 +415,7 @@ plt.show()
 # %% [markdown]
 # ## Metrics
 #
-# Harness numbers (`python -m minildm bench ldm_cond --guidance-scale 2`, 5,000 samples; `python -m minildm.studies ...`)
+# Harness numbers (`python -m minildm bench ldm_cond --guidance-scale 1.25 1.5 2`, 5,000 samples; `python -m minildm.studies ...`)
 # against the chapter's targets (issue: chapter 04).
 
 # %%
