@@ -49,6 +49,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 200
+    decay_steps: int = 0        # cosine decay of the lr to 0 over the last decay_steps steps (0: constant after warm-up)
     loss: str = "l2"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"p_uncond={self.p_uncond} must be in [0, 1).")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive.")
+        if not 0 <= self.decay_steps <= self.steps:
+            raise ValueError(f"decay_steps={self.decay_steps} must be in [0, steps={self.steps}].")
 
 
 class TrainResult(NamedTuple):
@@ -84,6 +87,15 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l2") -
     if kind == "huber":
         return F.smooth_l1_loss(pred, target)
     raise ValueError(f"unknown loss {kind!r}: use one of {LOSSES}.")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The lr at (0-based) `step`: linear warm-up, constant, then (if `decay_steps`) a cosine decay to 0 at `steps`."""
+    lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if config.decay_steps:
+        progress = min(1.0, max(0.0, (step - (config.steps - config.decay_steps)) / config.decay_steps))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
 
 
 def drop_condition(cond: torch.Tensor, p: float, null: torch.Tensor | int,
@@ -225,8 +237,8 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
             where = f"; the last good checkpoint {ckpt_path} is unchanged" if ckpt_path else ""
             raise TrainingDiverged(f"loss became {loss.item()} at step {step}{where}. Lower the learning rate "
                                    f"(now {config.lr}), keep grad_clip on, or check the data for NaNs.")
-        for group in opt.param_groups:  # linear warm-up, then constant
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        for group in opt.param_groups:  # linear warm-up, constant, optional cosine decay
+            group["lr"] = learning_rate(config, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -265,5 +277,6 @@ def throughput_note(result: TrainResult) -> str:
     return f"{result.images_seen:,} images in {result.seconds:.0f} s ({rate:.0f} images/s)"
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train_diffusion", "diffusion_loss", "drop_condition",
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train_diffusion", "diffusion_loss", "learning_rate",
+           "drop_condition",
            "update_ema", "save_training_state", "load_training_state"]

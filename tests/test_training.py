@@ -10,7 +10,7 @@ from minildm.cli import main as cli_main
 from minildm.models.unet import UNet, UNetConfig
 from minildm.pipelines.diffusion import sample, sample_batched
 from minildm.schedulers import DDIMScheduler, DDPMScheduler
-from minildm.training import TrainConfig, TrainingDiverged, drop_condition, train_diffusion
+from minildm.training import TrainConfig, TrainingDiverged, drop_condition, learning_rate, train_diffusion
 
 TINY = dict(base_channels=8, channel_mults=(1, 2), attention=("none", "full"), heads=1, head_dim=8, groups=4,
             time_dim=16, cross_attention=(False, False))
@@ -99,6 +99,18 @@ def test_drop_condition_rate_and_null():
     rate = (dropped == 10).float().mean().item()
     assert abs(rate - 0.15) < 4 * (0.15 * 0.85 / 20_000) ** 0.5
     assert set(dropped.unique().tolist()) == {0, 10}
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_zero():
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, decay_steps=400)
+    lrs = [learning_rate(cfg, s) for s in range(cfg.steps)]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)           # linear warm-up
+    assert all(lr == pytest.approx(1e-3) for lr in lrs[100:601])                     # constant until steps - decay
+    assert lrs[800] == pytest.approx(0.5e-3)                                          # half-way down the cosine
+    assert all(a >= b for a, b in zip(lrs[600:], lrs[601:])) and lrs[-1] < 1e-7       # decays monotonically to ~0
+    assert learning_rate(TrainConfig(steps=1000, warmup_steps=100), 999) == pytest.approx(1e-3)  # default: constant
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(steps=10, decay_steps=11)
 
 
 def test_bad_train_config():
