@@ -10,6 +10,7 @@ Used by the README's results section and each chapter's reference checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -171,7 +172,8 @@ def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]
         "## Recipe", "", "```bash", f"python -m minildm train {name} --threads 1   # resumes runs/{name}/state if present",
         "```", "",
         f"- Text encoder: {encoder}; captions: {meta.get('captions', 0):,} distinct training captions (4 per image, "
-        "class + measured brightness / size / texture, `minildm.captions`), the empty prompt for 10% of the batch.",
+        "class + measured brightness / size / texture, `minildm.captions`: " + meta.get("caption_wording", "wording not recorded") + "), the empty prompt for "
+        "10% of the batch.",
         f"- Latents: `{meta.get('latent_vae')}` (sha256 {str(meta.get('latent_vae_sha256'))[:12]}...), latent scale "
         f"{meta.get('latent_scale', float('nan')):.5f}.",
         f"- Scheduler: DDPM, T = {meta.get('num_train_timesteps')}, {meta.get('beta_schedule')}, predicts "
@@ -199,6 +201,13 @@ def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]
               "| target | goal | measured |", "|---|---|---|"]
     for label, goal, split, key, _ in TEXT_TARGETS:
         lines.append(f"| {label} | {goal} | {_fmt(best_text_row(rows, split).get(key), '.3f')} |")
+    held = best_text_row(rows, "heldout")
+    if held.get("class_accuracy_per_class"):
+        from minildm.captions import NOUNS
+        lines += ["", f"Held-out class accuracy per held-out noun (s = {held['guidance_scale']:g}, n = {held['n_samples']:,}): "
+                  + ", ".join(f"*{NOUNS[c][1][0]}* {a:.2f}" for c, a in enumerate(held["class_accuracy_per_class"]))
+                  + ". A frozen encoder generalises only to words its tokenizer can read: notebook 05 shows the WordPiece "
+                    "pieces of each held-out noun."]
     other = "ldm_text_tiny" if name == "ldm_text" else "ldm_text"
     other_rows = {k: v for k, v in all_rows.items() if k.startswith(f"{other} /")}
     if other_rows:
@@ -226,6 +235,8 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         path.write_text("\n".join(_vae_card(name, header, rows)))
         return path
     tc = meta.get("train_config", {})
+    from minildm.recipes import DIFFUSION_RECIPES   # the recipe as the code defines it (a resumed run may differ)
+    rc = dataclasses.asdict(DIFFUSION_RECIPES[name].train) if name in DIFFUSION_RECIPES else tc
     hours = meta.get("wall_clock_s", 0) / 3600
     lines = [
         f"# Model card: `{name}` ({header['class']})", "",
@@ -237,9 +248,11 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         "```", "",
         f"- Scheduler: DDPM, T = {meta.get('num_train_timesteps')}, {meta.get('beta_schedule')} schedule, "
         f"predicts {meta.get('prediction_type')}.",
-        f"- Optimiser: AdamW, lr {tc.get('lr')}, warm-up {tc.get('warmup_steps')} steps, batch {tc.get('batch_size')}, "
-        f"loss {tc.get('loss')}, grad clip {tc.get('grad_clip')}, EMA {tc.get('ema_decay')}, random flips: {tc.get('hflip')}.",
-        f"- Recipe length: {tc.get('steps'):,} steps." if tc.get("steps") else "- Recipe length: unknown.",
+        f"- Optimiser: AdamW, lr {rc.get('lr')}, warm-up {rc.get('warmup_steps')} steps, batch {rc.get('batch_size')}, "
+        f"loss {rc.get('loss')}, grad clip {rc.get('grad_clip')}, EMA {rc.get('ema_decay')}, random flips: {rc.get('hflip')}.",
+        (f"- Recipe length: {rc.get('steps'):,} steps" + (f"; the lr decays to 0 (cosine) over the last "
+                                                          f"{rc['decay_steps']:,}" if rc.get("decay_steps") else "")
+         + "." if rc.get("steps") else "- Recipe length: unknown."),
         f"- Model: UNet, config `{json.dumps(config)}`.", "",
         "## Training so far", "",
         f"- Steps: **{meta.get('steps', 0):,}** ({meta.get('images_seen', 0):,} images seen, "

@@ -72,8 +72,8 @@ LDM_COND = DiffusionRecipe(
     model=UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=16, channel_mults=(1, 2, 4),
                      attention=("none", "none", "full"), cross_attention=(False, False, False), heads=4,
                      head_dim=32, num_classes=10),  # 8x8 -> 4x4 -> 2x2 with 16, 32, 64 channels, ~0.65M parameters
-    train=TrainConfig(steps=60_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
-                      checkpoint_every=500, p_uncond=0.1, hflip=False),
+    train=TrainConfig(steps=80_000, batch_size=128, lr=1e-3, warmup_steps=500, decay_steps=20_000, ema_decay=0.999,
+                      checkpoint_every=500, p_uncond=0.1, hflip=False),  # constant lr to 60,000, then a cosine to 0
     latent_vae="vae",
     description="class-conditional latent diffusion with CFG on the vae's 4x8x8 latents (chapter 04)",
 )
@@ -190,7 +190,8 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
         start = load_model(UNet, shipped)
         load_state(model, start.state_dict(), str(shipped))
         lineage.update(init_from=str(shipped), steps_before=start.meta.get("steps", 0),
-                       wall_clock_s=start.meta.get("wall_clock_s", 0.0))
+                       wall_clock_s=start.meta.get("wall_clock_s", 0.0),
+                       inherited_changes=start.meta.get("changes", []))  # the card keeps the whole history
         print(f"starting from the shipped weights {shipped} ({lineage['steps_before']} steps)")
     lineage_path.parent.mkdir(parents=True, exist_ok=True)
     dataset = latent_dataset(recipe.latent_vae, Path(run_dir) / "latents") if recipe.latent_vae else load_tensors("train")
@@ -236,6 +237,16 @@ def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path 
     return save_model(vae, Path(out_dir) / (export_name or name), meta=meta, dtype=torch.float16)
 
 
+def _history(lineage: dict) -> list[str]:
+    """What the card says about how the weights came to be: the shipped weights' history, a warm start, changes."""
+    continued = []
+    if lineage.get("init_from"):
+        continued = [f"from step {lineage['steps_before']:,}: continued from the exported EMA weights "
+                     f"({Path(lineage['init_from']).name}) with a fresh AdamW state (the earlier run's optimiser state "
+                     "was not kept); model and EMA start from those weights"]
+    return lineage.get("inherited_changes", []) + continued + lineage.get("changes", [])
+
+
 def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SHIPPED_DIR,
                export_name: str | None = None) -> Path:
     """Export the EMA weights of a run in progress (its last checkpoint) as the shipped checkpoint.
@@ -261,7 +272,7 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
         "device": lineage.get("device", "unknown"), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
-        "changes": lineage.get("changes", []),
+        "changes": _history(lineage),
     }
     if recipe.latent_vae:  # which decoder this latent model belongs to, and its scale
         from minildm.checkpoints import find, load_tensors as load_st, sha256_file

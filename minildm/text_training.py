@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from minildm.captions import AttributeThresholds, captions_for
+from minildm.captions import AttributeThresholds, captions_for, wording_summary
 from minildm.models.unet import UNet, UNetConfig
 from minildm.training import TrainConfig
 
@@ -158,6 +158,7 @@ def train_text_recipe(name: str, steps: int | None = None, run_dir: str | Path =
             "images_seen": run_meta["step"] * cfg.batch_size, "wall_clock_s": round(run_meta.get("seconds", 0.0), 1),
             "device": device_description(device), "torch": torch.__version__,
             "date": datetime.date.today().isoformat(), "text_encoder": recipe.encoder, "sentence_token": recipe.sentence_token, "captions": len(captions),
+            "caption_wording": wording_summary(),
             "attribute_thresholds": thresholds.values, "latent_vae": recipe.latent_vae,
             "latent_vae_sha256": sha256_file(vae_path),
             "latent_scale": load_model(VAE, vae_path).meta["latent_scale"], "clip_sample": False,
