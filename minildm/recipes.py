@@ -53,8 +53,8 @@ class DiffusionRecipe:
 DDPM = DiffusionRecipe(
     name="ddpm",
     model=UNetConfig(),
-    train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
-                      checkpoint_every=500, hflip=False),
+    train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, decay_steps=6_000, ema_decay=0.999,
+                      checkpoint_every=500, hflip=False),  # a run shorter than 30,000 steps decays over its last 6,000
     description="unconditional DDPM on Fashion-MNIST 32x32 (chapter 01)",
 )
 

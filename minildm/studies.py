@@ -20,6 +20,7 @@ Derived in notebooks/04_latent_diffusion.ipynb.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import shutil
@@ -72,7 +73,9 @@ def train_arm(name: str, minutes: list[float], run_dir: str | Path = STUDY_DIR, 
             if state.with_name("state.json").exists() else 0.0
         if done < mark * 60:
             model = UNet(recipe.model)
-            train_diffusion(model, recipe.scheduler(), dataset, recipe.train, device=device, checkpoint=state,
+            # constant lr: an arm is cut at a minute mark, not at the end of a schedule
+            train_diffusion(model, recipe.scheduler(), dataset, dataclasses.replace(recipe.train, decay_steps=0),
+                            device=device, checkpoint=state,
                             progress=progress, max_seconds=mark * 60 - done)
         out = snapshot_path(name, mark, run_dir)
         if not out.exists():

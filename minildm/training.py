@@ -49,7 +49,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 200
-    decay_steps: int = 0        # cosine decay of the lr to 0 over the last decay_steps steps (0: constant after warm-up)
+    decay_steps: int = 0        # cosine decay of the lr to 0 over the last min(decay_steps, steps) steps (0: none)
     loss: str = "l2"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -66,8 +66,8 @@ class TrainConfig:
             raise ValueError(f"p_uncond={self.p_uncond} must be in [0, 1).")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive.")
-        if not 0 <= self.decay_steps <= self.steps:
-            raise ValueError(f"decay_steps={self.decay_steps} must be in [0, steps={self.steps}].")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps={self.decay_steps} must be >= 0 (0: no decay).")
 
 
 class TrainResult(NamedTuple):
@@ -90,10 +90,13 @@ def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l2") -
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """The lr at (0-based) `step`: linear warm-up, constant, then (if `decay_steps`) a cosine decay to 0 at `steps`."""
+    """The lr at (0-based) `step`: linear warm-up, constant, then (if `decay_steps`) a cosine decay to 0 at `steps`.
+
+    A run shorter than `decay_steps` (a demo, or `--steps N` continuing a run) decays over the whole of it."""
     lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-    if config.decay_steps:
-        progress = min(1.0, max(0.0, (step - (config.steps - config.decay_steps)) / config.decay_steps))
+    decay = min(config.decay_steps, config.steps)
+    if decay:
+        progress = min(1.0, max(0.0, (step - (config.steps - decay)) / decay))
         lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
     return lr
 

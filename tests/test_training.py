@@ -109,8 +109,10 @@ def test_learning_rate_warms_up_holds_and_decays_to_zero():
     assert lrs[800] == pytest.approx(0.5e-3)                                          # half-way down the cosine
     assert all(a >= b for a, b in zip(lrs[600:], lrs[601:])) and lrs[-1] < 1e-7       # decays monotonically to ~0
     assert learning_rate(TrainConfig(steps=1000, warmup_steps=100), 999) == pytest.approx(1e-3)  # default: constant
+    short = TrainConfig(steps=10, warmup_steps=1, decay_steps=400)                   # shorter than the decay: all of it
+    assert learning_rate(short, 0) == pytest.approx(1e-3) and learning_rate(short, 9) < 0.03e-3
     with pytest.raises(ValueError, match="decay_steps"):
-        TrainConfig(steps=10, decay_steps=11)
+        TrainConfig(steps=10, decay_steps=-1)
 
 
 def test_bad_train_config():

@@ -41,6 +41,17 @@ class Case(NamedTuple):
 
 
 # ---- The shared runner ----------------------------------------------------------------------------
+def _perturbed(*modules: torch.nn.Module, seed: int, scale: float = 0.2) -> tuple:
+    """The modules with `scale` x N(0, 1) added to every weight, in float64 and eval mode: random, not zero-initialised
+    outputs, so every mistake a checker looks for changes the result."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in modules:
+            for p in m.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    return tuple(m.double().eval() for m in modules)
+
+
 def _fmt(name: str, a) -> str:
     if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.numel() > 12):
         return f"{name} {tuple(a.shape)} {str(a.dtype).replace('torch.', '')}"

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from minildm.exercises._runner import F32, F64, Case, _bc, _randn, _run
+from minildm.exercises._runner import F32, F64, Case, _bc, _perturbed, _randn, _run
 
 
 def _tiny_pair(seed: int):
@@ -21,11 +21,7 @@ def _tiny_pair(seed: int):
                            attention=("none", "full"), cross_attention=(False, False), heads=1, head_dim=8, groups=4,
                            time_dim=16, num_classes=10))
     vae = VAE(VAEConfig(image_size=16, base_channels=8, groups=4))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # random, not zero-initialised outputs, so every mistake changes the result
-        for p in list(unet.parameters()) + list(vae.parameters()):
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return unet.double().eval(), vae.double().eval()
+    return _perturbed(unet, vae, seed=seed)
 
 
 @torch.no_grad()

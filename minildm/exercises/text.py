@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from minildm.exercises._runner import F32, F64, Case, _randn, _run
+from minildm.exercises._runner import F32, F64, Case, _perturbed, _randn, _run
 
 
 # ---- 05_text_conditioning -------------------------------------------------------------------------
@@ -120,11 +120,7 @@ def _tiny_text_parts(seed: int):
                            attention=("none", "none"), cross_attention=(True, True), heads=2, head_dim=8, groups=4,
                            time_dim=16, cond_dim=16))
     vae = VAE(VAEConfig(image_size=16, base_channels=8, groups=4))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # random, not zero-initialised outputs, so every mistake changes the result
-        for p in list(enc.parameters()) + list(unet.parameters()) + list(vae.parameters()):
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return enc.double().eval(), unet.double().eval(), vae.double().eval()
+    return _perturbed(enc, unet, vae, seed=seed)
 
 
 @torch.no_grad()
