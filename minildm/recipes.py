@@ -61,7 +61,7 @@ DDPM = DiffusionRecipe(
 DDPM_COND = DiffusionRecipe(
     name="ddpm_cond",
     model=UNetConfig(num_classes=10),
-    train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
+    train=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, warmup_steps=500, decay_steps=6_000, ema_decay=0.999,
                       checkpoint_every=500, p_uncond=0.1, hflip=False),  # Ho & Salimans: 0.1-0.2 works; 0.1 here
     description="class-conditional DDPM with classifier-free guidance on Fashion-MNIST 32x32 (chapter 02)",
 )
