@@ -179,9 +179,10 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     if state_json.exists():  # resuming: record any change of the training recipe, so the card can state it
         before = json.loads(state_json.read_text())
         changed = {k: (v, getattr(train_cfg, k)) for k, v in before["train_config"].items()
-                   if k != "steps" and getattr(train_cfg, k) != v}
+                   if getattr(train_cfg, k) != v}  # a new --steps moves the lr decay too, so it is stated
         if changed:
-            note = f"from step {before['step']}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            step = lineage.get("steps_before", 0) + before["step"]  # counted like the card's steps, warm start included
+            note = f"from step {step:,}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             lineage.setdefault("changes", []).append(note)
             print(f"recipe changed since the last checkpoint ({note})")
     model = UNet(recipe.model)

@@ -215,6 +215,8 @@ def test_recipe_trains_resumes_and_exports(tmp_path, monkeypatch):
     assert first.meta["steps"] == 2 and first.meta["images_seen"] == 16 and first.meta["recipe"] == "ddpm"
     out = recipes.train_recipe("ddpm", steps=4, run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
                                progress=False)
-    assert load_model(UNet, out).meta["steps"] == 4  # resumed from runs/ddpm/state, not restarted
+    resumed = load_model(UNet, out)
+    assert resumed.meta["steps"] == 4  # resumed from runs/ddpm/state, not restarted
+    assert resumed.meta["changes"] == ["from step 2: steps 2 -> 4"]  # a new run length is stated on the card
     with pytest.raises(ValueError, match="unknown recipe 'sdxl'"):
         recipes.train_recipe("sdxl")
