@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from minildm import checkpoints, metrics
 from minildm.models.peers import LAYOUTS as PEERS  # noqa: F401  (re-exported for tools/bench_unet.py)
@@ -141,9 +142,9 @@ def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batc
     """Many CFG samples in batches with one seeded generator (for metrics). Returns CPU images."""
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for start in range(0, len(labels), batch_size):
+    for start in tqdm(range(0, len(labels), batch_size), desc=f"sampling {len(labels)} (s={guidance_scale:g})"):
         out.append(guided_sample(model, scheduler, labels[start:start + batch_size], guidance_scale, generator,
-                                 steps, device, progress=False).images.cpu())
+                                 steps, device).images.cpu())  # with its step bar
     return torch.cat(out)
 
 

@@ -85,5 +85,6 @@ def sample_batched(model, scheduler, num_images: int, batch_size: int = 500, see
     for start in tqdm(range(0, num_images, batch_size), desc=f"sampling {num_images}", disable=not progress):
         n = min(batch_size, num_images - start)
         c = cond[start:start + n] if cond is not None else None
-        out.append(sample(model, scheduler, n, generator, c, num_inference_steps, device, progress=False).images.cpu())
+        out.append(sample(model, scheduler, n, generator, c, num_inference_steps, device,
+                          progress=progress).images.cpu())  # the step bar: a DDPM-1000 batch takes minutes on CPU
     return torch.cat(out)
