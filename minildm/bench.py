@@ -31,6 +31,7 @@ from minildm.pipelines.diffusion import sample_batched
 from minildm.pipelines.guided import guided_sample
 from minildm.recipes import device_description
 from minildm.schedulers import DDIMScheduler, DDPMScheduler
+from minildm.schedulers.schedules import TIMESTEP_SPACINGS
 
 from minildm.results import (README_END, README_START, RESULTS, ROOT, markdown_table, row_key,  # noqa: F401
                              update_readme, write_results)
@@ -100,21 +101,29 @@ def sample_seconds_per_image(model, scheduler, steps: int | None, n: int = 16, d
     return (time.perf_counter() - start) / n
 
 
-def schedulers_for(model, guided: bool = False) -> tuple[DDPMScheduler, DDIMScheduler]:
+def schedulers_for(model, guided: bool = False, spacing: str = "leading",
+                   eta: float = 0.0) -> tuple[DDPMScheduler, DDIMScheduler]:
     """The DDPM and DDIM schedulers a shipped model was trained for (from its checkpoint metadata).
 
     `guided=True`: DDIM recomputes eps from the clipped x0 (`use_clipped_model_output`), which CFG needs.
+    `spacing` and `eta`: DDIM's timestep spacing and noise (defaults: diffusers' "leading", deterministic 0).
     """
     meta = model.meta
     kw = dict(num_train_timesteps=meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
               prediction_type=meta["prediction_type"],
               clip_sample=meta.get("latent_vae") is None)  # latents are unit-variance, not [-1, 1] images
-    return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided)
+    return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided, timestep_spacing=spacing, eta=eta)
 
 
-def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
+def ddim_fields(sampler: str, spacing: str, eta: float) -> dict:
+    """The DDIM settings a row records (its key names them when they are not the defaults; see row_key)."""
+    return {"timestep_spacing": spacing, "eta": eta} if sampler == "ddim" else {}
+
+
+def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool, spacing: str = "leading",
+               eta: float = 0.0) -> dict:
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm"), device=device)
-    ddpm, ddim = schedulers_for(model)
+    ddpm, ddim = schedulers_for(model, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     images = sample_batched(model, scheduler, n, batch_size=500, seed=0, num_inference_steps=steps_arg, device=device)
     report = metrics.fid_report(images)
@@ -124,7 +133,7 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool) -> dict:
                                rounds=1 if quick else 3, steps=timing_steps)
     return {
         **report, "model": "ddpm", "sampler": sampler, "steps": steps if sampler == "ddim" else 1000,
-        "params": num_parameters(model),
+        **ddim_fields(sampler, spacing, eta), "params": num_parameters(model),
         "train_img_per_s": round(rates["minildm"], 1),
         "peer": "diffusers UNet2DModel (same layout, %d params)" % num_parameters(peer),
         "peer_train_img_per_s": round(rates["diffusers"], 1),
@@ -148,9 +157,10 @@ def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batc
     return torch.cat(out)
 
 
-def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
+def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
+                    spacing: str = "leading", eta: float = 0.0) -> dict:
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
-    ddpm, ddim = schedulers_for(model, guided=True)
+    ddpm, ddim = schedulers_for(model, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
     start = time.perf_counter()
@@ -159,7 +169,7 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
     acc = metrics.class_accuracy(images, labels)
     return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
-            "ddim_eps_from_clipped_x0": sampler == "ddim",
+            "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta),
             "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
             "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
@@ -222,10 +232,11 @@ def latent_batched(unet, vae, scheduler, labels, guidance_scale, steps, seed=0, 
                       for i in range(0, len(labels), batch_size)])
 
 
-def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0) -> dict:
+def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
+                   spacing: str = "leading", eta: float = 0.0) -> dict:
     """Chapter 04: the latent model's samples (decoded) and its cost against the pixel model of chapter 02."""
     unet, vae = load_latent_pair("ldm_cond", device)
-    ddpm, ddim = schedulers_for(unet, guided=True)
+    ddpm, ddim = schedulers_for(unet, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % unet.config.num_classes
     start = time.perf_counter()
@@ -234,7 +245,7 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     acc = metrics.class_accuracy(images, labels)
     row = {**metrics.fid_report(images), "model": "ldm_cond", "sampler": sampler,
            "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
-           "params": num_parameters(unet), "class_accuracy": round(acc["overall"], 4),
+           **ddim_fields(sampler, spacing, eta), "params": num_parameters(unet), "class_accuracy": round(acc["overall"], 4),
            "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]], "confusion": acc["confusion"],
            "sample_s_per_img": round(seconds / n, 4)}
     # the floor the autoencoder sets: its reconstructions of n test images, FID at the same n
@@ -266,6 +277,7 @@ BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "
            "ldm_text": bench_ldm_text,
            "ldm_text_tiny": lambda *a, **kw: bench_ldm_text(*a, **kw, name="ldm_text_tiny")}
 TEXT_MODELS = ("ldm_text", "ldm_text_tiny")
+DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ldm_cond")  # the benches that take --spacing and --eta
 
 
 def shipped_models() -> list[str]:
@@ -274,10 +286,12 @@ def shipped_models() -> list[str]:
 
 def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
         out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True,
-        guidance_scale: float | list[float] = 3.0) -> list[dict]:
+        guidance_scale: float | list[float] = 3.0, spacing: str = "leading", eta: float = 0.0) -> list[dict]:
     """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`.
 
     `guidance_scale`: one CFG scale or a list (a sweep: one row per scale) for class-conditional models.
+    `spacing`, `eta`: DDIM's timestep spacing and noise, for ddpm, ddpm_cond and ldm_cond (row keys name
+    them when they differ from "leading" and 0).
     """
     scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     models = models or shipped_models()
@@ -288,6 +302,16 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         raise ValueError(f"unknown sampler {sampler!r}: use ddim or ddpm.")
     if n < 2:
         raise ValueError(f"n={n}: FID needs at least 2 samples (5,000 recommended).")
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"unknown timestep spacing {spacing!r}: choose one of {TIMESTEP_SPACINGS}.")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} is outside [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise).")
+    ddim_kw = {} if (spacing, eta) == ("leading", 0.0) else {"spacing": spacing, "eta": eta}
+    if ddim_kw and sampler != "ddim":
+        raise ValueError("--spacing and --eta are DDIM settings: use them with --sampler ddim.")
+    if ddim_kw and set(models) - set(DDIM_OPTION_MODELS):
+        raise ValueError(f"--spacing and --eta apply to {DDIM_OPTION_MODELS} only, not to "
+                         f"{sorted(set(models) - set(DDIM_OPTION_MODELS))}.")
     if n < 5000:
         warnings.warn(f"n={n} < 5000: FID is biased upwards and noisy at small n; compare it only with the "
                       f"floor at the same n (reported beside it).", stacklevel=2)
@@ -299,7 +323,7 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         if name in TEXT_MODELS:
             jobs += [(name, {"guidance_scale": s, "split": split}) for s in scales for split in ("train", "heldout")]
         else:
-            jobs += [(name, {"guidance_scale": s}) for s in scales] if name in guided else [(name, {})]
+            jobs += [(name, {"guidance_scale": s, **ddim_kw}) for s in scales] if name in guided else [(name, ddim_kw)]
     for name, kwargs in jobs:
         if name.startswith("vae_"):  # a VAE variant checkpoint
             row = bench_vae(n, sampler, steps, device, quick, name=name)

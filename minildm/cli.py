@@ -187,7 +187,8 @@ def _bench(args) -> int:
     out = args.out or ("runs/bench-quick" if quick else str(bench.RESULTS))
     try:
         bench.run(args.models or None, n=n, sampler=args.sampler, steps=args.steps, out_dir=out,
-                  device=args.device, quick=quick, guidance_scale=args.guidance_scale)
+                  device=args.device, quick=quick, guidance_scale=args.guidance_scale,
+                  spacing=args.spacing, eta=args.eta)
     except (ValueError, checkpoints.CheckpointError) as err:
         print(f"minildm bench: {err}", file=sys.stderr)
         return 2
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"],
                        help="ddim (default, --steps steps) or ddpm (all 1000 steps; hours for 5,000 samples on CPU)")
     bench.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    bench.add_argument("--spacing", default="leading", choices=["leading", "trailing", "linspace"],
+                       help="DDIM timestep spacing (default leading, as diffusers; Lin et al. 2023 Table 2)")
+    bench.add_argument("--eta", type=float, default=0.0,
+                       help="DDIM noise: 0 deterministic (default), 1 DDPM-like (ddpm, ddpm_cond, ldm_cond)")
     bench.add_argument("--out", default=None, help="output folder (default results/; runs/bench-quick in quick mode)")
     bench.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     bench.add_argument("--quick", action="store_true", help="tiny n and short timings (MINILDM_QUICK=1 implies it)")

@@ -15,8 +15,14 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def row_key(row: dict) -> str:
-    """e.g. "ddpm / ddim-50", "ddpm_cond / ddim-50 / s=3"; " / n=1000" is appended when n is not 5,000."""
+    """e.g. "ddpm / ddim-50", "ddpm / ddim-50 trailing eta=1", "ddpm_cond / ddim-50 / s=3".
+
+    A DDIM row names its timestep spacing and eta when they are not "leading" and 0; " / n=1000" is appended
+    when n is not 5,000.
+    """
     key = f"{row['model']} / {row['sampler']}" + ("" if row["sampler"] == "reconstruction" else f"-{row['steps']}")
+    key += f" {row['timestep_spacing']}" if row.get("timestep_spacing", "leading") != "leading" else ""  # DDIM
+    key += f" eta={row['eta']:g}" if row.get("eta", 0) else ""
     key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
     key += f" / prompts={row['prompts']}" if "prompts" in row else ""          # text models: held-in / held-out
     return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
@@ -27,8 +33,9 @@ def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     json_path = out_dir / "metrics.json"
     existing = json.loads(json_path.read_text()) if json_path.exists() else {}
     existing.update({row_key(r): r for r in rows})
+    existing = dict(sorted(existing.items()))  # the JSON and the table list rows in the same (sorted) order
     tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(existing.items())), indent=2) + "\n")
+    tmp.write_text(json.dumps(existing, indent=2) + "\n")
     tmp.replace(json_path)
     md_path = out_dir / "metrics.md"
     md_path.write_text(markdown_table(existing))

@@ -33,7 +33,9 @@ def test_rows_merge_and_readme_section_is_replaced(tmp_path):
            "fid_ratio": 2.0, "device": "cpu", "date": "2026-01-01"}
     bench.write_results([row], tmp_path)
     bench.write_results([{**row, "steps": 10}], tmp_path)
-    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"m / ddim-50 / n=10", "m / ddim-10 / n=10"}
+    assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["m / ddim-10 / n=10", "m / ddim-50 / n=10"]
+    table = (tmp_path / "metrics.md").read_text()  # the table keeps the JSON's sorted order, not arrival order
+    assert table.index("| m / ddim-10 / n=10 |") < table.index("| m / ddim-50 / n=10 |")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench.README_START}\nold\n{bench.README_END}\nafter\n")
     assert bench.update_readme("| new |\n", readme)
@@ -47,6 +49,30 @@ def test_bench_rejects_bad_arguments():
         bench.run(["ddpm"], n=1, quick=True)
     with pytest.raises(ValueError, match="unknown sampler"):
         bench.run(["ddpm"], n=8, sampler="euler", quick=True)
+    with pytest.raises(ValueError, match="unknown timestep spacing 'middle'"):
+        bench.run(["ddpm"], n=8, spacing="middle", quick=True)
+    with pytest.raises(ValueError, match=r"eta=1.5 is outside \[0, 1\]"):
+        bench.run(["ddpm"], n=8, eta=1.5, quick=True)
+    with pytest.raises(ValueError, match="use them with --sampler ddim"):
+        bench.run(["ddpm"], n=8, sampler="ddpm", spacing="trailing", quick=True)
+    with pytest.raises(ValueError, match=r"not to \['vae'\]"):
+        bench.run(["ddpm", "vae"], n=8, eta=1.0, quick=True)
+
+
+def test_row_keys_name_non_default_ddim_settings():
+    row = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000}
+    assert bench.row_key(row) == "ddpm / ddim-50 / n=1000"
+    assert bench.row_key({**row, "timestep_spacing": "leading", "eta": 0.0}) == "ddpm / ddim-50 / n=1000"
+    assert bench.row_key({**row, "timestep_spacing": "trailing", "eta": 1.0}) == "ddpm / ddim-50 trailing eta=1 / n=1000"
+    assert bench.row_key({**row, "eta": 0.5, "n_samples": 5000}) == "ddpm / ddim-50 eta=0.5"
+
+
+def test_ddim_settings_reach_the_sampler(tmp_path):
+    rows = bench.run(["ddpm"], n=8, steps=5, out_dir=tmp_path, quick=True, readme=False, spacing="trailing", eta=1.0)
+    assert rows[0]["timestep_spacing"] == "trailing" and rows[0]["eta"] == 1.0
+    assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["ddpm / ddim-5 trailing eta=1 / n=8"]
+    default = bench.run(["ddpm"], n=8, steps=5, out_dir=tmp_path, quick=True, readme=False)[0]
+    assert default["fid"] != rows[0]["fid"]  # other timesteps and fresh noise: other samples
 
 
 def test_cli_bench_reports_errors(capsys):
@@ -66,6 +92,23 @@ def test_model_card_is_generated_from_metadata_and_results(tmp_path):
     assert "other" not in card.split("## Measured")[1].split("## Targets")[0]
     assert "| training speed vs diffusers UNet2DModel (same layout) | ≥ 1.3x | 2.00 |" in card
     assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | not measured yet |" in card
+
+
+def test_card_compares_ddim_settings_with_ddpm_1000_at_the_same_n(tmp_path):
+    from minildm.cards import write_card
+    base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000, "fid_floor": 1.0, "device": "cpu",
+            "date": "2026-01-01", "sample_s_per_img": 0.1}
+    rows = {"ddpm / ddpm-1000 / n=1000": {**base, "sampler": "ddpm", "steps": 1000, "fid": 2.0, "fid_ratio": 2.0},
+            "ddpm / ddim-50 / n=1000": {**base, "fid": 4.0, "fid_ratio": 4.0},
+            "ddpm / ddim-50 trailing eta=1 / n=1000": {**base, "fid": 3.0, "fid_ratio": 3.0,
+                                                       "timestep_spacing": "trailing", "eta": 1.0},
+            "ddpm / ddim-50": {**base, "n_samples": 5000, "fid": 1.0, "fid_ratio": 1.0}}  # another n: not compared
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps(rows))
+    card = write_card("ddpm", results_path=results, out_dir=tmp_path).read_text()
+    assert "(same n; leading spacing, eta 0) | ≤ 1.25 | 2.00 |" in card
+    assert "| the same, best DDIM-50 setting measured (spacing, eta) | ≤ 1.25 | 1.50 (trailing, eta 1) |" in card
+    assert "| ddim-50 trailing eta=1 / n=1000 | 1,000 | 3.000 |" in card
 
 
 def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
