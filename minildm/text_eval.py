@@ -99,4 +99,47 @@ def bench_text(name: str, n: int, steps: int, guidance_scale: float, device=None
             "sample_s_per_img": round(seconds / n, 4), "example_prompts": prompts[:5]}
 
 
-__all__ = ["prompt_set", "generate_batched", "cross_attention_maps", "score", "bench_text"]
+def sentence_probe(encoder, n_train: int = 5000, n_heldout: int = 2000, steps: int = 400, seed: int = 0,
+                   weight_decay: float = 1e-2) -> dict:
+    """How much class information the wording carries for a reader that learns from training captions only.
+
+    A linear probe (softmax regression on the unit-length mean-pooled token states, the sentence embedding of
+    all-MiniLM-L6-v2) is fitted to the class of `n_train` held-in prompts and scored on `n_heldout` held-out
+    prompts. A text-to-image model learns its reading of the prompt from the same training captions, so the
+    probe's held-out accuracy is a yardstick for what its class accuracy on held-out wording can reach.
+    Returns `{"train_accuracy", "heldout_accuracy", "heldout_accuracy_per_class", "heldout_confusion"}`.
+    """
+    import torch.nn.functional as F
+
+    @torch.no_grad()
+    def embed(prompts):
+        out = []
+        for i in range(0, len(prompts), 500):
+            enc = encoder(prompts[i:i + 500])
+            m = enc.mask[..., None].to(enc.states.dtype)                                # (B, L, 1)
+            out.append(((enc.states * m).sum(1) / m.sum(1)).cpu())                      # (B, D) mean pooling
+        return F.normalize(torch.cat(out), dim=-1)
+
+    prompts, y_train, _ = prompt_set(n_train, "train", seed=seed + 1)
+    x_train = embed(prompts)
+    prompts, y_held, _ = prompt_set(n_heldout, "heldout", seed=seed + 2)
+    x_held = embed(prompts)
+    torch.manual_seed(seed)
+    probe = torch.nn.Linear(x_train.shape[1], 10)
+    opt = torch.optim.Adam(probe.parameters(), lr=0.05)
+    for _ in range(steps):  # full-batch softmax regression; the features are unit length, hence the scale 10
+        loss = F.cross_entropy(probe(10 * x_train), y_train) + weight_decay * probe.weight.square().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        train_pred, held_pred = probe(10 * x_train).argmax(1), probe(10 * x_held).argmax(1)
+    confusion = torch.zeros(10, 10, dtype=torch.long)
+    confusion.index_put_((y_held, held_pred), torch.ones_like(y_held), accumulate=True)  # (requested, read)
+    return {"train_accuracy": round(float((train_pred == y_train).float().mean()), 4),
+            "heldout_accuracy": round(float((held_pred == y_held).float().mean()), 4),
+            "heldout_accuracy_per_class": [round(float(confusion[c, c] / confusion[c].sum()), 4) for c in range(10)],
+            "heldout_confusion": confusion.tolist()}
+
+
+__all__ = ["prompt_set", "generate_batched", "cross_attention_maps", "score", "bench_text", "sentence_probe"]

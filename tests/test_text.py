@@ -365,3 +365,30 @@ def test_generate_works_offline_with_the_shipped_text_model(tmp_path, monkeypatc
     out = tmp_path / "boots.png"
     assert main(["generate", "a dark ankle boot", "-n", "4", "--steps", "10", "-o", str(out), "--threads", "1"]) == 0
     assert Image.open(out).size[0] > 4 * 32 and "4 images of 'a dark ankle boot'" in capsys.readouterr().out
+
+
+class _BagOfWords(torch.nn.Module):
+    """A stand-in encoder: one token per word, its state a fixed random vector per word (seeded by the word)."""
+
+    def forward(self, prompts):
+        from minildm.models.text import TextEncoding, words
+        toks = [words(p)[:12] for p in prompts]
+        states = torch.zeros(len(prompts), 12, 32)
+        mask = torch.zeros(len(prompts), 12, dtype=torch.bool)
+        for i, ws in enumerate(toks):
+            for j, w in enumerate(ws):
+                g = torch.Generator().manual_seed(sum(ord(c) * 31 ** k for k, c in enumerate(w)) % 2 ** 31)
+                states[i, j], mask[i, j] = torch.randn(32, generator=g), True
+        return TextEncoding(states, mask, mask.long())
+
+
+def test_sentence_probe_reads_training_wording_and_reports_held_out_per_class():
+    from minildm.text_eval import sentence_probe
+    r = sentence_probe(_BagOfWords(), n_train=400, n_heldout=200, steps=200)
+    assert r["train_accuracy"] >= 0.95                       # training nouns are distinct words per class
+    confusion = torch.tensor(r["heldout_confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum(1).tolist() == [20] * 10   # balanced held-out classes
+    assert r["heldout_accuracy"] == pytest.approx(confusion.diag().sum().item() / 200, abs=1e-4)
+    assert r["heldout_accuracy_per_class"] == [round(confusion[c, c].item() / 20, 4) for c in range(10)]
+    # unseen held-out nouns are random vectors to a bag of words: it reads far fewer of them than of the training ones
+    assert r["heldout_accuracy"] < r["train_accuracy"] - 0.2
