@@ -6,6 +6,7 @@ differences (a few 1e-6) come from diffusers computing its schedule in float32, 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -401,3 +402,15 @@ BAD_INPUT = {
 def test_bad_input_raises_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_ddim_warns_when_the_first_step_amplifies_eps_beyond_recovery():
+    # cosine + trailing starts at t = 999, alpha_bar ~ 2e-9: without clipping, x0 = (x_t - ...) / sqrt(alpha_bar)
+    latent = DDIMScheduler(beta_schedule="cosine", clip_sample=False, timestep_spacing="trailing")
+    with pytest.warns(UserWarning, match=r"t=999 has alpha_bar=2.4e-09: .* = 20,291, and clip_sample is off"):
+        latent.set_timesteps(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DDIMScheduler(beta_schedule="cosine", clip_sample=False).set_timesteps(50)        # leading: t = 980
+        DDIMScheduler(beta_schedule="cosine", timestep_spacing="trailing").set_timesteps(50)  # clipped pixels
+        DDIMScheduler(beta_schedule="linear", clip_sample=False, timestep_spacing="trailing").set_timesteps(50)

@@ -35,6 +35,8 @@ Derived in notebooks/01_ddpm_from_scratch.ipynb.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .schedules import (
@@ -99,6 +101,14 @@ class DDIMScheduler(NoiseSchedule):
             raise ValueError("DDIM needs num_inference_steps, e.g. set_timesteps(50); it has no all-steps default.")
         self.timesteps = spaced_timesteps(num_inference_steps, self.num_train_timesteps, self.timestep_spacing)
         self.num_inference_steps = num_inference_steps
+        first = int(self.timesteps[0])
+        ab = float(self.alpha_bar[first])
+        if self.prediction_type == "eps" and not self.clip_sample and ab < 1e-6:  # e.g. cosine + "trailing"
+            warnings.warn(
+                f"the first DDIM timestep t={first} has alpha_bar={ab:.1e}: x0 predicted from eps there multiplies "
+                f"the model's error by 1/sqrt(alpha_bar) = {ab ** -0.5:,.0f}, and clip_sample is off (latents), so "
+                f"samples come out as noise. Use timestep_spacing='leading', clip_sample=True for images in [-1, 1], "
+                f"or a v-prediction model (Lin et al. 2023, sec. 3).", stacklevel=2)
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, eta: float | None = None,
              generator: torch.Generator | None = None, use_clipped_model_output: bool | None = None) -> StepOutput:
