@@ -104,15 +104,18 @@ class TextRecipe:
 
 
 # ldm_cond's UNet (8x8 -> 4x4 -> 2x2, 16/32/64 channels) with cross-attention at 4x4 and 2x2, 2 heads of 32:
-# ~0.88M parameters, ~7.5 steps/s at batch 128 on one CPU thread (cross-attention at 8x8 as well: 5.7 steps/s).
+# ~0.88M parameters (0.95M with pooled_text), ~7.5 steps/s at batch 128 on one CPU thread (cross-attention at 8x8
+# as well: 5.7 steps/s).
 _TEXT_UNET = dict(in_channels=4, out_channels=4, image_size=8, base_channels=16, channel_mults=(1, 2, 4),
                   attention=("none", "none", "full"), cross_attention=(False, True, True), heads=2, head_dim=32)
 _TEXT_TRAIN = TrainConfig(steps=20_000, batch_size=128, lr=1e-3, warmup_steps=500, ema_decay=0.999,
                           checkpoint_every=500, p_uncond=0.1, hflip=False)
 TEXT_RECIPES = {r.name: r for r in (
-    TextRecipe("ldm_text", UNetConfig(**_TEXT_UNET, cond_dim=384), _TEXT_TRAIN, "minilm", sentence_token=True,
+    TextRecipe("ldm_text", UNetConfig(**_TEXT_UNET, cond_dim=384, pooled_text=True), _TEXT_TRAIN, "minilm",
+               sentence_token=True,
                description="text-to-image latent diffusion, frozen all-MiniLM-L6-v2 (16 tokens + the sentence "
-                           "embedding, 384-d), CFG (chapter 05)"),
+                           "embedding, 384-d, cross-attended; their mean also added to the time embedding), CFG "
+                           "(chapter 05)"),
     TextRecipe("ldm_text_tiny", UNetConfig(**_TEXT_UNET, cond_dim=128), _TEXT_TRAIN, "tiny",
                description="text-to-image latent diffusion, a word-level text transformer trained from scratch (chapter 05)"),
 )}

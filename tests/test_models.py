@@ -158,6 +158,23 @@ def test_text_conditional_unet_and_padding_invariance():
     assert model(x_t, t, cond).shape == x_t.shape  # no mask: every token is real
 
 
+def test_pooled_text_reaches_the_time_embedding_and_ignores_padding():
+    model = UNet(small(cond_dim=12, pooled_text=True)).eval()
+    x_t, t = torch.randn(2, 1, 32, 32), torch.randint(0, 1000, (2,))
+    cond, mask = torch.randn(2, 6, 12), torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out = model(x_t, t, cond, mask)
+        other = cond.clone()
+        other[~mask] = torch.randn(int((~mask).sum()), 12) * 10
+        assert torch.allclose(out, model(x_t, t, other, mask), atol=1e-5)     # padding changes nothing
+        model.pooled_embed[-1].weight.zero_()
+        model.pooled_embed[-1].bias.zero_()
+        assert not torch.allclose(out, model(x_t, t, cond, mask), atol=1e-4)  # the pooled vector was contributing
+    assert UNet(small(cond_dim=12)).pooled_embed is None                     # off by default: old checkpoints load
+    with pytest.raises(ValueError, match="pooled_text pools text token states: it needs cond_dim"):
+        small(pooled_text=True)
+
+
 @pytest.mark.parametrize("cond_dim", [None, 12])
 def test_latent_unet_4x8x8(cond_dim):
     config = small(in_channels=4, out_channels=4, image_size=8, channel_mults=(1, 2), attention=("none", "full"),

@@ -54,7 +54,9 @@ class UNetConfig:
     Per-level tuples (`channel_mults`, `attention`, `cross_attention`) have one entry per resolution level,
     from the input resolution down. `num_classes` adds a class embedding with one extra row, index
     `num_classes`, the null class (`null_label`) for classifier-free guidance. `cond_dim` adds cross-attention
-    to text token states `(B, L, cond_dim)`. A model takes at most one of the two.
+    to text token states `(B, L, cond_dim)`; with `pooled_text` their masked mean (the prompt as one vector, as
+    SDXL adds CLIP's pooled text embedding) is also projected and added to the time embedding, so every res block
+    sees it. A model takes at most one of the two.
 
     Derived in notebooks/01_ddpm_from_scratch.ipynb.
     """
@@ -76,6 +78,7 @@ class UNetConfig:
     num_classes: int | None = None  # class conditioning; label num_classes is the null class
     cond_dim: int | None = None  # text conditioning: width of the token states
     cross_attention: tuple[bool, ...] = (False, False, True, True)  # per level, used only when cond_dim is set
+    pooled_text: bool = False  # text models: also add the masked mean of the token states to the time embedding
 
     def __post_init__(self):
         levels = len(self.channel_mults)
@@ -112,6 +115,8 @@ class UNetConfig:
             raise ValueError(f"cond_dim must be a positive int or None, got {self.cond_dim!r}.")
         if self.num_classes is not None and self.cond_dim is not None:
             raise ValueError("set num_classes (class labels) or cond_dim (text token states), not both.")
+        if self.pooled_text and self.cond_dim is None:
+            raise ValueError("pooled_text pools text token states: it needs cond_dim (a text model).")
 
     @property
     def null_label(self) -> int | None:
@@ -174,6 +179,8 @@ class UNet(nn.Module):
                                         nn.SiLU(), nn.Linear(time_dim, time_dim))  # (B, time_dim)
         self.class_embed = nn.Embedding(c.num_classes + 1, time_dim) if c.num_classes is not None else None
         text = c.cond_dim is not None
+        self.pooled_embed = (nn.Sequential(nn.Linear(c.cond_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+                             if c.pooled_text else None)  # (B, cond_dim) -> (B, time_dim)
         self.init_conv = nn.Conv2d(c.in_channels, chans[0], 3, padding=1)
 
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -209,6 +216,11 @@ class UNet(nn.Module):
         if self.class_embed is not None:
             temb = temb + self.class_embed(cond)  # (B, time_dim): label embedding added to the time embedding
             cond = None
+        if self.pooled_embed is not None:  # the prompt as one vector: the masked mean of its token states
+            m = (torch.ones(cond.shape[:2], device=cond.device) if cond_mask is None else cond_mask)[..., None]
+            m = m.to(cond.dtype)                                                  # (B, L, 1)
+            pooled = (cond * m).sum(1) / m.sum(1).clamp(min=1.0)                  # (B, cond_dim)
+            temb = temb + self.pooled_embed(pooled)                               # (B, time_dim)
         h = self.init_conv(x_t)  # (B, C0, H, W)
         skips = []
         for blocks, downsample in zip(self.down, self.downsample):

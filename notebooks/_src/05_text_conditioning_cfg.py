@@ -121,10 +121,13 @@ plt.suptitle("two training captions and a held-out one per image"); plt.tight_la
 # **16 tokens**. The WordPiece tokenizer wraps the prompt in `[CLS] ... [SEP]` and splits rare words into pieces
 # (`##...`). The **attention mask** marks real tokens; cross-attention will give padding zero weight.
 #
-# One addition, as SDXL adds CLIP's *pooled* embedding to the per-token states: all-MiniLM-L6-v2 was trained so that
-# the **mean of its token states** (Sentence-BERT's pooling) is a sentence embedding in which paraphrases land close
-# together. We append that mean as a 17th token, `[SENTENCE]`, so the UNet can read the sentence's meaning as well
-# as its words (`FrozenTextEncoder(sentence_token=True)`, what `ldm_text` was trained with).
+# Two additions, both after SDXL, which gives its UNet CLIP's *pooled* embedding besides the per-token states:
+# all-MiniLM-L6-v2 was trained so that the **mean of its token states** (Sentence-BERT's pooling) is a sentence
+# embedding in which paraphrases land close together. We append that mean as a 17th token, `[SENTENCE]`, so
+# cross-attention can read the sentence's meaning as well as its words (`FrozenTextEncoder(sentence_token=True)`);
+# and, as SDXL does with its pooled embedding, the UNet projects the mean of the token states and adds it to the
+# time embedding, so every res block sees the sentence, not only the attention layers (`UNetConfig(pooled_text=True)`).
+# `ldm_text` was trained with both.
 
 # %%
 encoder = FrozenTextEncoder(max_length=16, sentence_token=True).to(device)   # loads MiniLM (a progress bar)
@@ -450,7 +453,8 @@ check_text_sample(text_sample)
 # %% [markdown]
 # ## 9. Wordings it never saw: frozen MiniLM against a from-scratch encoder
 #
-# `ldm_text_tiny` is the same UNet and recipe with a 2-layer word-level transformer trained jointly from scratch.
+# `ldm_text_tiny` is the same recipe and UNet — without the pooled vector in the time embedding — with a 2-layer
+# word-level transformer trained jointly from scratch.
 # On the training wording both learn the mapping. On held-out templates and words ("a product shot of a pale
 # sweatshirt") the tiny encoder sees `[UNK]` for every new word, so it can only lean on the words it knows — and most
 # held-out nouns contain one (*strappy **sandal***, *athletic **shoe***, *short **boot***, *long-sleeved **shirt***).
