@@ -111,14 +111,12 @@ def sentence_probe(encoder, n_train: int = 5000, n_heldout: int = 2000, steps: i
     """
     import torch.nn.functional as F
 
+    from minildm.models.layers import masked_mean
+
     @torch.no_grad()
     def embed(prompts):
-        out = []
-        for i in range(0, len(prompts), 500):
-            enc = encoder(prompts[i:i + 500])
-            m = enc.mask[..., None].to(enc.states.dtype)                                # (B, L, 1)
-            out.append(((enc.states * m).sum(1) / m.sum(1)).cpu())                      # (B, D) mean pooling
-        return F.normalize(torch.cat(out), dim=-1)
+        encodings = (encoder(prompts[i:i + 500]) for i in range(0, len(prompts), 500))
+        return F.normalize(torch.cat([masked_mean(e.states, e.mask).cpu() for e in encodings]), dim=-1)  # (N, D)
 
     prompts, y_train, _ = prompt_set(n_train, "train", seed=seed + 1)
     x_train = embed(prompts)

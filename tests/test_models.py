@@ -158,6 +158,18 @@ def test_text_conditional_unet_and_padding_invariance():
     assert model(x_t, t, cond).shape == x_t.shape  # no mask: every token is real
 
 
+def test_masked_mean_averages_the_real_tokens_only():
+    from minildm.models.layers import masked_mean
+    states = torch.arange(12.0).reshape(2, 3, 2)                      # (B, L, D)
+    mask = torch.tensor([[1, 0, 0], [1, 1, 0]])                       # 0/1 integers, as tokenizers return
+    assert torch.equal(masked_mean(states, mask), torch.tensor([[0.0, 1.0], [7.0, 8.0]]))
+    assert torch.equal(masked_mean(states), states.mean(1))           # no mask: every token is real
+    with pytest.raises(ValueError, match="at least one True"):
+        masked_mean(states, torch.tensor([[0, 0, 0], [1, 1, 0]]))
+    with pytest.raises(ValueError, match=r"shape \(B=2, L=3\)"):
+        masked_mean(states, torch.ones(2, 4))
+
+
 def test_pooled_text_reaches_the_time_embedding_and_ignores_padding():
     model = UNet(small(cond_dim=12, pooled_text=True)).eval()
     x_t, t = torch.randn(2, 1, 32, 32), torch.randint(0, 1000, (2,))

@@ -241,6 +241,18 @@ def check_token_mask(mask: torch.Tensor, batch: int, length: int) -> torch.Tenso
     return mask
 
 
+def masked_mean(states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of token states over the real tokens: states `(B, L, D)`, mask `(B, L)` -> `(B, D)`.
+
+    Sentence-BERT's mean pooling (all-MiniLM-L6-v2's sentence embedding) and the UNet's pooled text vector
+    (`UNetConfig.pooled_text`). `mask=None`: every token is real. Derived in notebooks/05_text_conditioning_cfg.ipynb.
+    """
+    if mask is None:
+        return states.mean(1)
+    m = check_token_mask(mask, states.shape[0], states.shape[1])[..., None].to(states.dtype)   # (B, L, 1)
+    return (states * m).sum(1) / m.sum(1)                                                       # (B, D)
+
+
 class PreNorm(nn.Module):
     """`fn(GroupNorm(1, C)(x), *args)`: a LayerNorm over (C, H, W) before the wrapped block.
 

