@@ -15,8 +15,10 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 
 from minildm.captions import ATTRIBUTES, AttributeThresholds, captions_for
+from minildm.models.layers import masked_mean
 
 
 def prompt_set(n: int, split: str = "train", seed: int = 0) -> tuple[list[str], torch.Tensor, dict]:
@@ -109,10 +111,6 @@ def sentence_probe(encoder, n_train: int = 5000, n_heldout: int = 2000, steps: i
     probe's held-out accuracy is a yardstick for what its class accuracy on held-out wording can reach.
     Returns `{"train_accuracy", "heldout_accuracy", "heldout_accuracy_per_class", "heldout_confusion"}`.
     """
-    import torch.nn.functional as F
-
-    from minildm.models.layers import masked_mean
-
     @torch.no_grad()
     def embed(prompts):
         encodings = (encoder(prompts[i:i + 500]) for i in range(0, len(prompts), 500))
