@@ -42,6 +42,7 @@ TARGETS = {
          lambda rows: (_best_guided(rows) or {}).get("fid_over_vae_recon_fid")),
         ("class accuracy at the best guidance scale (n ≥ 5,000)", "",
          lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
+        ("the best row (sampler, guidance scale)", "", lambda rows: _sampler_label(_best_guided(rows))),
         ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(15)),
         ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(60)),
     ],
@@ -93,6 +94,16 @@ def _best_guided(rows):
     if good:
         return min(good, key=lambda r: r["fid_ratio"])
     return max(rows, key=lambda r: r["class_accuracy"], default=None)
+
+
+def _sampler_label(row):
+    """E.g. "ddpm-1000, s = 1.25" or "ddim-50 trailing eta 1, s = 2": which row the targets above are read from."""
+    if not row:
+        return None
+    sampler = f"{row['sampler']}-{row['steps']}"
+    if row["sampler"] == "ddim" and (row.get("timestep_spacing", "leading") != "leading" or row.get("eta")):
+        sampler += f" {row.get('timestep_spacing', 'leading')} eta {row.get('eta', 0):g}"
+    return f"{sampler}, s = {row['guidance_scale']:g}"
 
 
 def _div(a, b):

@@ -145,6 +145,16 @@ def test_card_targets_use_the_best_guided_row_with_enough_samples():
     assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
 
 
+def test_card_names_the_sampler_of_the_best_row():
+    from minildm.cards import _sampler_label
+    assert _sampler_label(None) is None
+    assert _sampler_label({"sampler": "ddpm", "steps": 1000, "guidance_scale": 1.25}) == "ddpm-1000, s = 1.25"
+    assert _sampler_label({"sampler": "ddim", "steps": 50, "guidance_scale": 2.0, "timestep_spacing": "leading",
+                           "eta": 0.0}) == "ddim-50, s = 2"
+    assert _sampler_label({"sampler": "ddim", "steps": 50, "guidance_scale": 2.0, "timestep_spacing": "trailing",
+                           "eta": 1.0}) == "ddim-50 trailing eta 1, s = 2"
+
+
 def test_vae_card_reads_its_targets_from_the_reconstruction_row(tmp_path, monkeypatch):
     from minildm.cards import write_card
     from minildm.checkpoints import save_model
