@@ -306,8 +306,9 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
                      f"{r['sample_s_per_img_ddim50']:.3f} s, DDPM-1000 {r['sample_s_per_img_ddpm1000']:.3f} s.")
     scales = sorted({r["guidance_scale"] for r in rows.values() if "guidance_scale" in r})
     sweep = (" --guidance-scale " + " ".join(f"{s:g}" for s in scales)) if scales else ""
+    ddpm_n = max((r["n_samples"] for r in rows.values() if r.get("sampler") == "ddpm"), default=1000)
     lines += ["", "Commands: `python -m minildm bench " + name + sweep + " -n 5000` (DDIM-50) and "
-              "`python -m minildm bench " + name + sweep + " --sampler ddpm -n 1000` (DDPM-1000); a DDIM row "
+              "`python -m minildm bench " + name + sweep + f" --sampler ddpm -n {ddpm_n}` (DDPM-1000); a DDIM row "
               "named `trailing` or `eta=...` adds `--spacing trailing` or `--eta ...`.", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]
     for label, goal, fn in TARGETS.get(name, []):

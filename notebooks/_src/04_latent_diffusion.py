@@ -415,8 +415,10 @@ plt.show()
 # %% [markdown]
 # ## Metrics
 #
-# Harness numbers (`python -m minildm bench ldm_cond --guidance-scale 1.25 1.5 2`, 5,000 samples; `python -m minildm.studies ...`)
-# against the chapter's targets (issue: chapter 04).
+# Harness numbers (`python -m minildm bench ldm_cond --guidance-scale 1.25 1.5 2`, 5,000 samples, DDIM-50; the same with
+# `--sampler ddpm` for the 1000-step ancestral sampler; `python -m minildm.studies ...`) against the chapter's targets
+# (issue: chapter 04). On these latents the 1000-step DDPM sampler is *worse* than DDIM-50 at the same scale, the
+# reverse of chapter 01's pixel model: compare the `ddpm-1000` and `ddim-50` rows below (exercise 9 asks why).
 
 # %%
 ldm_rows = {k: r for k, r in results.items() if r.get("model") == "ldm_cond" and r["n_samples"] >= 5000}
@@ -448,6 +450,10 @@ for minutes in (15, 60):
 #    Does the loss change? Why might LDM's tiny KL weight make the difference small?
 # 8. (Longer) Train a VAE with `downsample_factor=2` (`VAEConfig`) and a latent UNet on its 4×16×16 latents for 15
 #    minutes; add the point to section 7's plot.
+# 9. The metrics above show DDPM-1000 doing worse than DDIM-50 on latents. DDPM adds fresh noise at every step with
+#    the posterior variance $\tilde\beta_t$ and, on latents, never clips $\hat z_0$. Sample 1,000 latents both ways
+#    and compare the std of the final $z_0$ with that of the encoded test set (`encode_latents`). Which sampler
+#    lands closer? Try DDIM-50 with `eta=1` (`schedulers_for(..., eta=1)`): is it the noise or the step count?
 #
 # ## Summary
 # - Latent diffusion = a frozen autoencoder + chapter 02's diffusion model on its latents: $\hat x = \mathcal{D}(z_0 / s)$.
