@@ -102,17 +102,19 @@ def sample_seconds_per_image(model, scheduler, steps: int | None, n: int = 16, d
 
 
 def schedulers_for(model, guided: bool = False, spacing: str = "leading",
-                   eta: float = 0.0) -> tuple[DDPMScheduler, DDIMScheduler]:
+                   eta: float = 0.0, clipped_eps: bool = False) -> tuple[DDPMScheduler, DDIMScheduler]:
     """The DDPM and DDIM schedulers a shipped model was trained for (from its checkpoint metadata).
 
-    `guided=True`: DDIM recomputes eps from the clipped x0 (`use_clipped_model_output`), which CFG needs.
+    `guided=True` or `clipped_eps=True`: DDIM recomputes eps from the clipped x0 (`use_clipped_model_output`,
+    as guided-diffusion's DDIM always does), which CFG needs and which also helps unguided pixel sampling
+    (measured in notebooks/01_ddpm_from_scratch.ipynb).
     `spacing` and `eta`: DDIM's timestep spacing and noise (defaults: diffusers' "leading", deterministic 0).
     """
     meta = model.meta
     kw = dict(num_train_timesteps=meta["num_train_timesteps"], beta_schedule=meta["beta_schedule"],
               prediction_type=meta["prediction_type"],
               clip_sample=meta.get("latent_vae") is None)  # latents are unit-variance, not [-1, 1] images
-    return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided, timestep_spacing=spacing, eta=eta)
+    return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided or clipped_eps, timestep_spacing=spacing, eta=eta)
 
 
 def ddim_fields(sampler: str, spacing: str, eta: float) -> dict:
@@ -120,12 +122,18 @@ def ddim_fields(sampler: str, spacing: str, eta: float) -> dict:
     return {"timestep_spacing": spacing, "eta": eta} if sampler == "ddim" else {}
 
 
+def seed_field(seed: int) -> dict:
+    """The sampling seed, recorded (and named in the row key) only when it is not the default 0."""
+    return {"seed": seed} if seed else {}
+
+
 def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool, spacing: str = "leading",
-               eta: float = 0.0) -> dict:
+               eta: float = 0.0, clipped_eps: bool = False, seed: int = 0) -> dict:
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm"), device=device)
-    ddpm, ddim = schedulers_for(model, spacing=spacing, eta=eta)
+    ddpm, ddim = schedulers_for(model, spacing=spacing, eta=eta, clipped_eps=clipped_eps)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
-    images = sample_batched(model, scheduler, n, batch_size=500, seed=0, num_inference_steps=steps_arg, device=device)
+    images = sample_batched(model, scheduler, n, batch_size=500, seed=seed, num_inference_steps=steps_arg,
+                            device=device)
     report = metrics.fid_report(images)
     timing_steps = 2 if quick else 10
     peer = diffusers_peer("same-layout").to(device)
@@ -133,7 +141,8 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool, spacing: s
                                rounds=1 if quick else 3, steps=timing_steps)
     return {
         **report, "model": "ddpm", "sampler": sampler, "steps": steps if sampler == "ddim" else 1000,
-        **ddim_fields(sampler, spacing, eta), "params": num_parameters(model),
+        **ddim_fields(sampler, spacing, eta), **seed_field(seed), "params": num_parameters(model),
+        **({"ddim_eps_from_clipped_x0": clipped_eps} if sampler == "ddim" else {}),
         "train_img_per_s": round(rates["minildm"], 1),
         "peer": "diffusers UNet2DModel (same layout, %d params)" % num_parameters(peer),
         "peer_train_img_per_s": round(rates["diffusers"], 1),
@@ -158,18 +167,18 @@ def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batc
 
 
 def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
-                    spacing: str = "leading", eta: float = 0.0) -> dict:
+                    spacing: str = "leading", eta: float = 0.0, seed: int = 0) -> dict:
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
     ddpm, ddim = schedulers_for(model, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
     start = time.perf_counter()
-    images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, device=device)
+    images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, seed=seed, device=device)
     seconds = time.perf_counter() - start
     acc = metrics.class_accuracy(images, labels)
     return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
-            "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta),
+            "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta), **seed_field(seed),
             "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
             "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
@@ -223,29 +232,35 @@ def load_latent_pair(name: str = "ldm_cond", device=None):
 
 
 @torch.no_grad()
-def latent_batched(unet, vae, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None):
+def latent_batched(unet, vae, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None,
+                   guidance_interval=None):
     """Many latent CFG samples in batches with one seeded generator (for metrics). Returns CPU images."""
     from minildm.pipelines.latent import latent_guided_sample
     generator = torch.Generator().manual_seed(seed)
     return torch.cat([latent_guided_sample(unet, vae, scheduler, labels[i:i + batch_size], guidance_scale, generator,
-                                           steps, device=device, progress=False).images.cpu()
+                                           steps, device=device, progress=False,
+                                           guidance_interval=guidance_interval).images.cpu()
                       for i in range(0, len(labels), batch_size)])
 
 
 def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
-                   spacing: str = "leading", eta: float = 0.0) -> dict:
-    """Chapter 04: the latent model's samples (decoded) and its cost against the pixel model of chapter 02."""
+                   spacing: str = "leading", eta: float = 0.0, seed: int = 0, guidance_interval=None) -> dict:
+    """Chapter 04: the latent model's samples (decoded) and its cost against the pixel model of chapter 02.
+
+    `guidance_interval=(lo, hi)`: CFG only at lo < t <= hi (see `latent_guided_sample`); the row records it."""
     unet, vae = load_latent_pair("ldm_cond", device)
     ddpm, ddim = schedulers_for(unet, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % unet.config.num_classes
     start = time.perf_counter()
-    images = latent_batched(unet, vae, scheduler, labels, guidance_scale, steps_arg, device=device)
+    images = latent_batched(unet, vae, scheduler, labels, guidance_scale, steps_arg, seed=seed, device=device,
+                            guidance_interval=guidance_interval)
     seconds = time.perf_counter() - start
     acc = metrics.class_accuracy(images, labels)
     row = {**metrics.fid_report(images), "model": "ldm_cond", "sampler": sampler,
            "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
-           **ddim_fields(sampler, spacing, eta), "params": num_parameters(unet), "class_accuracy": round(acc["overall"], 4),
+           **ddim_fields(sampler, spacing, eta), **seed_field(seed), "params": num_parameters(unet),
+           **({"guidance_interval": list(guidance_interval)} if guidance_interval else {}), "class_accuracy": round(acc["overall"], 4),
            "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]], "confusion": acc["confusion"],
            "sample_s_per_img": round(seconds / n, 4)}
     # the floor the autoencoder sets: its reconstructions of n test images, FID at the same n
@@ -253,6 +268,11 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     x_test = load_tensors("test", limit=n).tensors[0]
     row["vae_recon_fid_same_n"] = metrics.fid(reconstruct(vae, x_test, device=device))
     row["fid_over_vae_recon_fid"] = round(row["fid"] / row["vae_recon_fid_same_n"], 3)
+    # how much that floor moves with the images reconstructed: the pixel floor's n training images (seeds 0 and 1)
+    x_train = load_tensors("train").tensors[0]
+    row["vae_recon_fid_train_same_n"] = [
+        metrics.fid(reconstruct(vae, x_train[metrics.train_subset(len(x_train), n, seed)], device=device))
+        for seed in (0, 1)]
     if not quick:  # chapter 04's cost table (minildm.studies.cost_table): same machine, alternating rounds
         from minildm.studies import cost_table
         cost = cost_table(device=device, steps=steps, guidance_scale=guidance_scale)
@@ -286,12 +306,16 @@ def shipped_models() -> list[str]:
 
 def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", steps: int = 50,
         out_dir: str | Path = RESULTS, device=None, quick: bool = False, readme: bool = True,
-        guidance_scale: float | list[float] = 3.0, spacing: str = "leading", eta: float = 0.0) -> list[dict]:
+        guidance_scale: float | list[float] = 3.0, spacing: str = "leading", eta: float = 0.0,
+        clipped_eps: bool = False, seed: int = 0, guidance_interval: tuple[int, int] | None = None) -> list[dict]:
     """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`.
 
     `guidance_scale`: one CFG scale or a list (a sweep: one row per scale) for class-conditional models.
     `spacing`, `eta`: DDIM's timestep spacing and noise, for ddpm, ddpm_cond and ldm_cond (row keys name
     them when they differ from "leading" and 0).
+    `clipped_eps`: unguided DDIM (ddpm) recomputes eps from the clipped x0, as guided sampling always does.
+    `seed`: the sampling seed for ddpm, ddpm_cond and ldm_cond (row keys name it when it is not 0).
+    `guidance_interval`: (lo, hi) for ldm_cond: CFG only at lo < t <= hi (row keys name it).
     """
     scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     models = models or shipped_models()
@@ -312,6 +336,23 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     if ddim_kw and set(models) - set(DDIM_OPTION_MODELS):
         raise ValueError(f"--spacing and --eta apply to {DDIM_OPTION_MODELS} only, not to "
                          f"{sorted(set(models) - set(DDIM_OPTION_MODELS))}.")
+    if clipped_eps and (sampler != "ddim" or set(models) != {"ddpm"}):
+        raise ValueError("--clipped-eps is a DDIM setting of the unguided model: use it with ddpm and --sampler ddim "
+                         "(guided models always recompute eps from the clipped x0).")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r}: give a non-negative integer.")
+    if seed and set(models) - set(DDIM_OPTION_MODELS):
+        raise ValueError(f"--seed applies to {DDIM_OPTION_MODELS} only, not to "
+                         f"{sorted(set(models) - set(DDIM_OPTION_MODELS))}.")
+    ddim_kw |= {"clipped_eps": True} if clipped_eps else {}
+    if guidance_interval is not None:
+        if set(models) != {"ldm_cond"}:
+            raise ValueError(f"--guidance-interval applies to ldm_cond only, not to {sorted(set(models) - {'ldm_cond'})}.")
+        from minildm.pipelines.latent import check_guidance_interval
+        interval_kw = {"guidance_interval": check_guidance_interval(guidance_interval)}
+    else:
+        interval_kw = {}
+    sample_kw = ({"seed": seed} if seed else {}) | interval_kw
     if n < 5000:
         warnings.warn(f"n={n} < 5000: FID is biased upwards and noisy at small n; compare it only with the "
                       f"floor at the same n (reported beside it).", stacklevel=2)
@@ -323,7 +364,8 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         if name in TEXT_MODELS:
             jobs += [(name, {"guidance_scale": s, "split": split}) for s in scales for split in ("train", "heldout")]
         else:
-            jobs += [(name, {"guidance_scale": s, **ddim_kw}) for s in scales] if name in guided else [(name, ddim_kw)]
+            jobs += ([(name, {"guidance_scale": s, **ddim_kw, **sample_kw}) for s in scales] if name in guided
+                     else [(name, {**ddim_kw, **sample_kw})])
     for name, kwargs in jobs:
         if name.startswith("vae_"):  # a VAE variant checkpoint
             row = bench_vae(n, sampler, steps, device, quick, name=name)

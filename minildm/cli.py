@@ -101,6 +101,9 @@ def _sample(args) -> int:
     if args.model == "ddpm" and label is not None:
         print("minildm sample: ddpm is unconditional; --label needs ddpm_cond or ldm_cond.", file=sys.stderr)
         return 2
+    if args.guidance_interval is not None and args.model != "ldm_cond":
+        print("minildm sample: --guidance-interval applies to ldm_cond only.", file=sys.stderr)
+        return 2
     try:
         generator = torch.Generator().manual_seed(args.seed)
         if args.model == "ldm_cond":
@@ -116,8 +119,9 @@ def _sample(args) -> int:
         elif args.model == "ddpm_cond":
             images = guided_sample(unet, scheduler, labels, args.guidance_scale, generator, args.steps).images
         else:
-            images = latent_guided_sample(unet, vae, scheduler, labels, args.guidance_scale, generator, args.steps).images
-    except checkpoints.CheckpointError as err:
+            images = latent_guided_sample(unet, vae, scheduler, labels, args.guidance_scale, generator, args.steps,
+                                          guidance_interval=args.guidance_interval).images
+    except (checkpoints.CheckpointError, ValueError) as err:  # a missing checkpoint, a bad --guidance-interval
         print(f"minildm sample: {err}", file=sys.stderr)
         return 2
     out = _write_png(images, args.output, args.upscale)
@@ -188,7 +192,8 @@ def _bench(args) -> int:
     try:
         bench.run(args.models or None, n=n, sampler=args.sampler, steps=args.steps, out_dir=out,
                   device=args.device, quick=quick, guidance_scale=args.guidance_scale,
-                  spacing=args.spacing, eta=args.eta)
+                  spacing=args.spacing, eta=args.eta, clipped_eps=args.clipped_eps, seed=args.seed,
+                  guidance_interval=args.guidance_interval)
     except (ValueError, checkpoints.CheckpointError) as err:
         print(f"minildm bench: {err}", file=sys.stderr)
         return 2
@@ -238,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DDIM timestep spacing (default leading, as diffusers; Lin et al. 2023 Table 2)")
     bench.add_argument("--eta", type=float, default=0.0,
                        help="DDIM noise: 0 deterministic (default), 1 DDPM-like (ddpm, ddpm_cond, ldm_cond)")
+    bench.add_argument("--clipped-eps", action="store_true",
+                       help="ddpm only: DDIM recomputes eps from the clipped x0 (as guided sampling always does)")
+    bench.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                       help="ldm_cond only: CFG at LO < t <= HI, conditional sampling elsewhere (Kynkaanniemi et al. 2024)")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="sampling seed for ddpm, ddpm_cond, ldm_cond (default 0; rows name any other)")
     bench.add_argument("--out", default=None, help="output folder (default results/; runs/bench-quick in quick mode)")
     bench.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     bench.add_argument("--quick", action="store_true", help="tiny n and short timings (MINILDM_QUICK=1 implies it)")
@@ -251,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
     samp.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale s (1 conditional, 0 unconditional)")
     samp.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    samp.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                      help="ldm_cond only: guide at LO < t <= HI, s = 1 elsewhere (its card's best: 100 600)")
     samp.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images")
     samp.add_argument("-o", "--output", default="samples.png", help="PNG to write (default samples.png)")
     samp.add_argument("--upscale", type=int, default=4, help="pixel upscaling of the PNG (default 4)")

@@ -207,6 +207,12 @@ def fid(generated: torch.Tensor, reference: torch.Tensor | None = None, batch_si
     return _fid_against(metric, generated, batch_size)
 
 
+def train_subset(num_train: int, n: int, seed: int = 0) -> torch.Tensor:
+    """The indices of the fixed subset of `n` training images (out of `num_train`) drawn with `seed`: the images
+    the real-vs-real floor uses (and the VAE floor's train-image variant in `minildm.bench`)."""
+    return torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))[:n]
+
+
 def fid_floor(n: int, seed: int = 0, batch_size: int = 500, device=None) -> float:
     """FID of `n` real training images (a fixed subset drawn with `seed`) against the test set: the best
     score a generator can expect at that sample size. Cached per process.
@@ -219,7 +225,7 @@ def fid_floor(n: int, seed: int = 0, batch_size: int = 500, device=None) -> floa
     if key not in _cache:
         from minildm.data import load_tensors
         x_train = load_tensors("train").tensors[0]
-        subset = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:n]
+        subset = train_subset(len(x_train), n, seed)
         _cache[key] = _fid_against(_reference_metric(batch_size, device), x_train[subset], batch_size)
     return _cache[key]
 

@@ -15,17 +15,23 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def row_key(row: dict) -> str:
-    """e.g. "ddpm / ddim-50", "ddpm / ddim-50 trailing eta=1", "ddpm_cond / ddim-50 / s=3".
+    """e.g. "ddpm / ddim-50", "ddpm / ddim-50 trailing eta=1", "ddpm / ddim-50 eta=0.5 clipped-eps / n=1000 / seed=1",
+    "ldm_cond / ddim-50 / s=1.5 in (180, 870]".
 
-    A DDIM row names its timestep spacing and eta when they are not "leading" and 0; " / n=1000" is appended
-    when n is not 5,000.
+    A DDIM row names its timestep spacing and eta when they are not "leading" and 0, and "clipped-eps" when an
+    unguided row recomputes eps from the clipped x0; " / n=1000" is appended when n is not 5,000, and
+    " / seed=1" when the sampling seed is not 0; a guided row names the interval of t that CFG was limited to.
     """
     key = f"{row['model']} / {row['sampler']}" + ("" if row["sampler"] == "reconstruction" else f"-{row['steps']}")
     key += f" {row['timestep_spacing']}" if row.get("timestep_spacing", "leading") != "leading" else ""  # DDIM
     key += f" eta={row['eta']:g}" if row.get("eta", 0) else ""
+    # unguided DDIM that recomputes eps from the clipped x0 (guided rows always do, so their keys do not say it)
+    key += " clipped-eps" if row.get("ddim_eps_from_clipped_x0") and "guidance_scale" not in row else ""
     key += f" / s={row['guidance_scale']:g}" if "guidance_scale" in row else ""
+    key += " in ({}, {}]".format(*row["guidance_interval"]) if row.get("guidance_interval") else ""  # CFG's t range
     key += f" / prompts={row['prompts']}" if "prompts" in row else ""          # text models: held-in / held-out
-    return key + (f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else "")
+    key += f" / n={row['n_samples']}" if row.get("n_samples", 5000) != 5000 else ""
+    return key + (f" / seed={row['seed']}" if row.get("seed", 0) else "")  # the sampling seed, when not 0
 
 
 def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:

@@ -107,7 +107,7 @@ def test_card_compares_ddim_settings_with_ddpm_1000_at_the_same_n(tmp_path):
     results.write_text(json.dumps(rows))
     card = write_card("ddpm", results_path=results, out_dir=tmp_path).read_text()
     assert "(same n; leading spacing, eta 0) | ≤ 1.25 | 2.00 |" in card
-    assert "| the same, best DDIM-50 setting measured (spacing, eta) | ≤ 1.25 | 1.50 (trailing, eta 1) |" in card
+    assert "| the same, best DDIM-50 setting measured (spacing, eta, eps from clipped x0) | ≤ 1.25 | 1.50 (trailing, eta 1) |" in card
     assert "| ddim-50 trailing eta=1 / n=1000 | 1,000 | 3.000 |" in card
 
 
@@ -194,3 +194,103 @@ def test_latent_bench_decodes_with_the_recorded_vae_and_refuses_another(tmp_path
     save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae", meta={"latent_scale": 0.9})  # another VAE
     with pytest.raises(CheckpointError, match="trained on the latents of vae"):
         bench.load_latent_pair("ldm_cond")
+
+
+def test_clipped_eps_and_seed_reach_the_sampler_and_the_row_key(tmp_path):
+    kw = dict(n=8, steps=5, out_dir=tmp_path, quick=True, readme=False)
+    plain = bench.run(["ddpm"], **kw)[0]
+    clipped = bench.run(["ddpm"], clipped_eps=True, **kw)[0]
+    reseeded = bench.run(["ddpm"], seed=1, **kw)[0]
+    assert clipped["ddim_eps_from_clipped_x0"] and not plain["ddim_eps_from_clipped_x0"] and reseeded["seed"] == 1
+    assert "seed" not in plain  # the default seed is not recorded, so older rows keep their keys
+    assert sorted(json.loads((tmp_path / "metrics.json").read_text())) == [
+        "ddpm / ddim-5 / n=8", "ddpm / ddim-5 / n=8 / seed=1", "ddpm / ddim-5 clipped-eps / n=8"]
+    assert len({plain["fid"], clipped["fid"], reseeded["fid"]}) == 3  # each option changes the samples
+    again = bench.run(["ddpm"], seed=1, **kw)[0]
+    assert again["fid"] == reseeded["fid"]  # a seed gives the same samples (and FID) every time
+
+
+def test_schedulers_for_recomputes_eps_from_clipped_x0_when_asked():
+    from types import SimpleNamespace
+    model = SimpleNamespace(meta={"num_train_timesteps": 1000, "beta_schedule": "cosine", "prediction_type": "eps"})
+    assert not bench.schedulers_for(model)[1].use_clipped_model_output
+    assert bench.schedulers_for(model, clipped_eps=True)[1].use_clipped_model_output
+    assert bench.schedulers_for(model, guided=True)[1].use_clipped_model_output
+
+
+def test_row_keys_name_clipped_eps_only_for_unguided_rows_and_a_seed_other_than_0():
+    row = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000, "eta": 0.5,
+           "ddim_eps_from_clipped_x0": True}
+    assert bench.row_key(row) == "ddpm / ddim-50 eta=0.5 clipped-eps / n=1000"
+    assert bench.row_key({**row, "seed": 1}) == "ddpm / ddim-50 eta=0.5 clipped-eps / n=1000 / seed=1"
+    assert bench.row_key({**row, "seed": 0, "ddim_eps_from_clipped_x0": False}) == "ddpm / ddim-50 eta=0.5 / n=1000"
+    guided = {"model": "ddpm_cond", "sampler": "ddim", "steps": 50, "n_samples": 5000, "guidance_scale": 2.0,
+              "ddim_eps_from_clipped_x0": True}  # guided rows always recompute eps: their keys do not say it
+    assert bench.row_key(guided) == "ddpm_cond / ddim-50 / s=2"
+
+
+def test_bench_rejects_clipped_eps_and_seed_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="--clipped-eps is a DDIM setting of the unguided model"):
+        bench.run(["ldm_cond"], n=8, clipped_eps=True, quick=True)
+    with pytest.raises(ValueError, match="--clipped-eps is a DDIM setting"):
+        bench.run(["ddpm"], n=8, sampler="ddpm", clipped_eps=True, quick=True)
+    with pytest.raises(ValueError, match=r"--seed applies to .* not to \['vae'\]"):
+        bench.run(["vae"], n=8, seed=3, quick=True)
+    with pytest.raises(ValueError, match="seed=-1: give a non-negative integer"):
+        bench.run(["ddpm"], n=8, seed=-1, quick=True)
+
+
+def test_card_compares_rows_of_one_seed_and_names_clipped_eps(tmp_path):
+    from minildm.cards import write_card
+    base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000, "fid_floor": 1.0, "device": "cpu",
+            "date": "2026-01-01", "sample_s_per_img": 0.1}
+    ddpm = {**base, "sampler": "ddpm", "steps": 1000}
+    rows = {"ddpm / ddpm-1000 / n=1000": {**ddpm, "fid": 2.0, "fid_ratio": 2.0},
+            "ddpm / ddpm-1000 / n=1000 / seed=1": {**ddpm, "fid": 2.5, "fid_ratio": 2.5, "seed": 1},
+            "ddpm / ddim-50 / n=1000": {**base, "fid": 4.0, "fid_ratio": 4.0},
+            "ddpm / ddim-50 eta=0.5 clipped-eps / n=1000": {**base, "fid": 2.4, "fid_ratio": 2.4, "eta": 0.5,
+                                                            "ddim_eps_from_clipped_x0": True},
+            "ddpm / ddim-50 eta=0.5 clipped-eps / n=1000 / seed=1": {**base, "fid": 3.0, "fid_ratio": 3.0, "eta": 0.5,
+                                                                     "ddim_eps_from_clipped_x0": True, "seed": 1},
+            "ddpm / ddim-50 / n=1000 / seed=1": {**base, "fid": 1.0, "fid_ratio": 1.0, "seed": 1}}  # not at seed 0
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps(rows))
+    card = write_card("ddpm", results_path=results, out_dir=tmp_path).read_text()
+    assert "(same n; leading spacing, eta 0) | ≤ 1.25 | 2.00 |" in card   # seed 0 against seed 0 only
+    assert "(spacing, eta, eps from clipped x0) | ≤ 1.25 | 1.20 (leading, eta 0.5, eps from clipped x0) |" in card
+    assert "both resampled) | ≤ 1.25 | 0.40 (leading, eta 0) |" in card  # seed 1's best row against seed 1's DDPM
+    assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | 2.00 |" in card
+
+
+def test_guidance_interval_reaches_the_latent_bench_and_its_row_key(tmp_path, monkeypatch):
+    import torch
+    from minildm.checkpoints import save_model
+    from minildm.models.unet import UNet, UNetConfig
+    from minildm.models.vae import VAE, VAEConfig
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(base_channels=8))
+    vae_path = save_model(vae, tmp_path / "vae", meta={"latent_scale": 0.7})
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "full"), cross_attention=(False, False), heads=1, head_dim=8, groups=4,
+                           time_dim=16, num_classes=10))
+    from minildm.checkpoints import sha256_file
+    save_model(unet, tmp_path / "ldm_cond", meta={"num_train_timesteps": 100, "beta_schedule": "cosine",
+                                                   "prediction_type": "eps", "latent_vae": "vae",
+                                                   "latent_vae_sha256": sha256_file(vae_path), "latent_scale": 0.7})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    with pytest.warns(UserWarning):
+        rows = bench.run(["ldm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
+                         guidance_scale=2.0, guidance_interval=(30, 90))
+    assert rows[0]["guidance_interval"] == [30, 90] and len(rows[0]["vae_recon_fid_train_same_n"]) == 2
+    assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=2 in (30, 90] / n=20"
+    with pytest.raises(ValueError, match=r"--guidance-interval applies to ldm_cond only, not to \['ddpm'\]"):
+        bench.run(["ddpm"], n=8, guidance_interval=(30, 90), quick=True)
+    from minildm.cards import _sampler_label
+    assert _sampler_label(rows[0]) == "ddim-2, s = 2 for t in (30, 90]"
+
+
+def test_latent_card_reports_the_floor_on_training_images_beside_the_target():
+    from minildm.cards import _train_floor_ratios
+    row = {"fid": 0.7, "vae_recon_fid_train_same_n": [0.5, 0.4375]}
+    assert _train_floor_ratios(row) == "1.40 / 1.60 (floors 0.500 / 0.438)"
+    assert _train_floor_ratios({"fid": 0.7}) is None and _train_floor_ratios(None) is None

@@ -37,6 +37,7 @@ def test_sample_writes_a_png_grid_and_is_reproducible(tiny_cond, capsys):
     (["sample", "ddpm", "--label", "3"], "ddpm is unconditional"),
     (["sample", "ddpm_cond", "-n", "0"], "must be >= 1"),
     (["sample", "ldm_cond", "-n", "1"], "no checkpoint named"),
+    (["sample", "ddpm_cond", "--guidance-interval", "100", "600"], "--guidance-interval applies to ldm_cond only"),
     (["train", "imagen"], "unknown recipe 'imagen'"),
     (["train", "all", "--steps", "3"], "apply to one recipe"),
 ])
@@ -63,3 +64,20 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])
     assert exit_.value.code == 0 and "usage: minildm" in capsys.readouterr().out
+
+
+def test_sample_ldm_cond_takes_a_guidance_interval(tmp_path, monkeypatch, capsys):
+    from minildm.checkpoints import sha256_file
+    from minildm.models.vae import VAE, VAEConfig
+    torch.manual_seed(0)
+    vae_path = save_model(VAE(VAEConfig(base_channels=8)), tmp_path / "vae", meta={"latent_scale": 0.5})
+    unet = UNet(UNetConfig(in_channels=4, out_channels=4, image_size=8, base_channels=8, channel_mults=(1, 2),
+                           attention=("none", "full"), heads=1, head_dim=8, groups=4, time_dim=16,
+                           cross_attention=(False, False), num_classes=10))
+    save_model(unet, tmp_path / "ldm_cond", meta={**SCHED, "latent_vae": "vae", "latent_vae_sha256": sha256_file(vae_path)})
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    out = tmp_path / "a.png"
+    assert main(["sample", "ldm_cond", "-n", "2", "--steps", "3", "--guidance-interval", "10", "60", "-o", str(out)]) == 0
+    assert out.exists() and "2 samples of ldm_cond" in capsys.readouterr().out
+    assert main(["sample", "ldm_cond", "-n", "2", "--steps", "3", "--guidance-interval", "60", "10", "-o", str(out)]) == 2
+    assert "guidance_interval must be two integer timesteps" in capsys.readouterr().err

@@ -112,3 +112,28 @@ def test_latent_recipe_uses_unclipped_ddpm_on_the_vae_latents():
     recipe = DIFFUSION_RECIPES["ldm_cond"]
     assert recipe.latent_vae == "vae" and recipe.model.in_channels == 4 and recipe.model.image_size == 8
     assert recipe.scheduler().clip_sample is False and DIFFUSION_RECIPES["ddpm"].scheduler().clip_sample is True
+
+
+def test_guidance_interval_guides_only_inside_it(pair):
+    unet, vae = pair
+    ddim = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)     # 5 steps: t = 80, 60, 40, 20, 0
+    labels = torch.tensor([0, 7, 9])
+
+    def run(s, interval=None):
+        return latent_guided_sample(unet, vae, ddim, labels, s, torch.Generator().manual_seed(0), 5, progress=False,
+                                    guidance_interval=interval).latents
+    guided, conditional = run(3.0), run(1.0)
+    assert not torch.allclose(guided, conditional)                            # guidance changes this model's samples
+    assert torch.equal(run(3.0, (-1, 99)), guided)                            # every step inside: plain CFG
+    assert torch.equal(run(3.0, (85, 99)), conditional)                       # no step inside: s = 1 throughout
+    partial = run(3.0, (50, 99))                                              # guided at t = 80 and 60 only
+    assert not torch.allclose(partial, guided) and not torch.allclose(partial, conditional)
+
+
+@pytest.mark.parametrize("interval", [(5, 5), (9, 2), (3,), "ab", (1.5, 9), (-3, 2), 0])
+def test_a_bad_guidance_interval_is_explained(pair, interval):
+    unet, vae = pair
+    ddim = DDIMScheduler(100, beta_schedule="cosine", clip_sample=False)
+    with pytest.raises(ValueError, match=r"guidance_interval must be two integer timesteps \(lo, hi\)"):
+        latent_guided_sample(unet, vae, ddim, torch.tensor([0]), 2.0, None, 2, progress=False,
+                             guidance_interval=interval)
