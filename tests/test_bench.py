@@ -294,3 +294,13 @@ def test_latent_card_reports_the_floor_on_training_images_beside_the_target():
     row = {"fid": 0.7, "vae_recon_fid_train_same_n": [0.5, 0.4375]}
     assert _train_floor_ratios(row) == "1.40 / 1.60 (floors 0.500 / 0.438)"
     assert _train_floor_ratios({"fid": 0.7}) is None and _train_floor_ratios(None) is None
+
+
+def test_card_reads_targets_from_seed_0_rows_and_checks_them_on_seed_1():
+    from minildm.cards import _best_guided, _same_on_seed
+    base = {"model": "ldm_cond", "sampler": "ddim", "steps": 50, "n_samples": 5000, "class_accuracy": 0.95,
+            "guidance_scale": 3.0, "guidance_interval": [100, 600]}
+    rows = {"a": {**base, "fid_ratio": 3.5}, "a / seed=1": {**base, "fid_ratio": 3.4, "seed": 1},
+            "b": {**base, "guidance_scale": 2.0, "guidance_interval": None, "fid_ratio": 4.0}}
+    assert _best_guided(rows) is rows["a"]                       # the better seed-1 draw is not picked
+    assert _same_on_seed(rows, rows["a"]) is rows["a / seed=1"] and _same_on_seed(rows, rows["b"]) is None
