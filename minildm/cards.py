@@ -25,7 +25,7 @@ TARGETS = {
          lambda rows: _ddim_vs_ddpm(rows)),
         ("the same, best DDIM-50 setting measured (spacing, eta, eps from clipped x0)", "≤ 1.25",
          lambda rows: _ddim_vs_ddpm(rows, best=True)),
-        ("the same, checked on a fresh sampling seed (seed 1: DDIM-50 and DDPM-1000 both resampled)", "≤ 1.25",
+        ("that setting checked on a fresh sampling seed (seed 1: DDIM-50 and DDPM-1000 both resampled)", "≤ 1.25",
          lambda rows: _ddim_vs_ddpm(rows, best=True, seed=1)),
         ("training speed vs diffusers UNet2DModel (same layout)", "≥ 1.3x",
          lambda rows: rows.get("ddpm / ddim-50", {}).get("speedup_vs_peer")),
@@ -94,8 +94,23 @@ def _ddim_vs_ddpm(rows, best: bool = False, seed: int = 0):
     if not at_n:
         return None
     r = min(at_n, key=lambda r: r["fid"])
+    if seed:  # a check: the setting that is best on seed 0, sampled again on `seed`
+        chosen = _ddim_best_row(rows)
+        knobs = ("timestep_spacing", "eta", "ddim_eps_from_clipped_x0")
+        same = [x for x in at_n if chosen and all(x.get(k) == chosen.get(k) for k in knobs)]
+        if not same:
+            return None
+        r = same[0]
     clipped = ", eps from clipped x0" if r.get("ddim_eps_from_clipped_x0") else ""
     return f"{r['fid'] / ddpm['fid']:.2f} ({r.get('timestep_spacing', 'leading')}, eta {r.get('eta', 0):g}{clipped})"
+
+
+def _ddim_best_row(rows):
+    """The seed-0 DDIM-50 row with the lowest FID at the n of the seed-0 DDPM-1000 row."""
+    ddpm = _row(rows, "ddpm / ddpm-1000")
+    at_n = [r for k, r in rows.items() if (k == "ddpm / ddim-50" or k.startswith("ddpm / ddim-50 "))
+            and r["n_samples"] == ddpm.get("n_samples") and not r.get("seed")]
+    return min(at_n, key=lambda r: r["fid"], default=None)
 
 
 def _best_guided(rows):
