@@ -261,6 +261,7 @@ def test_card_compares_rows_of_one_seed_and_names_clipped_eps(tmp_path):
     # seed 1: the setting that won on seed 0 (not seed 1's own best row, plain DDIM at 1.0), against seed 1's DDPM
     assert "both resampled) | ≤ 1.25 | 1.20 (leading, eta 0.5, eps from clipped x0) |" in card
     assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | 2.00 |" in card
+    assert "| the same, sampled again with seed 1 | ≤ 1.5 | 2.50 |" in card
 
 
 def test_guidance_interval_reaches_the_latent_bench_and_its_row_key(tmp_path, monkeypatch):
