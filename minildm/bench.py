@@ -352,7 +352,7 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         interval_kw = {"guidance_interval": check_guidance_interval(guidance_interval)}
     else:
         interval_kw = {}
-    sample_kw = ({"seed": seed} if seed else {}) | interval_kw
+    sample_kw = {**seed_field(seed), **interval_kw}
     if n < 5000:
         warnings.warn(f"n={n} < 5000: FID is biased upwards and noisy at small n; compare it only with the "
                       f"floor at the same n (reported beside it).", stacklevel=2)

@@ -86,32 +86,28 @@ def _ddim_vs_ddpm(rows, best: bool = False, seed: int = 0):
     ddpm = _row(rows, "ddpm / ddpm-1000", seed)
     if not ddpm:
         return None
-    at_n = [r for k, r in rows.items() if (k == "ddpm / ddim-50" or k.startswith("ddpm / ddim-50 "))
-            and r["n_samples"] == ddpm["n_samples"] and r.get("seed", 0) == seed]  # "... trailing eta=1 / n=1000"
+    at_n = _ddim_rows(rows, ddpm["n_samples"], seed)
     if not best:
         at_n = [r for r in at_n if r.get("timestep_spacing", "leading") == "leading" and not r.get("eta")
                 and not r.get("ddim_eps_from_clipped_x0")]
         return _div(at_n[0]["fid"], ddpm["fid"]) if at_n else None
-    if not at_n:
+    # seed 0: the best setting; another seed: a check of that same setting, sampled again
+    r = _ddim_best_row(rows) if not seed else _same_on_seed(rows, _ddim_best_row(rows), seed)
+    if r is None:
         return None
-    r = min(at_n, key=lambda r: r["fid"])
-    if seed:  # a check: the setting that is best on seed 0, sampled again on `seed`
-        chosen = _ddim_best_row(rows)
-        knobs = ("timestep_spacing", "eta", "ddim_eps_from_clipped_x0")
-        same = [x for x in at_n if chosen and all(x.get(k) == chosen.get(k) for k in knobs)]
-        if not same:
-            return None
-        r = same[0]
     clipped = ", eps from clipped x0" if r.get("ddim_eps_from_clipped_x0") else ""
     return f"{r['fid'] / ddpm['fid']:.2f} ({r.get('timestep_spacing', 'leading')}, eta {r.get('eta', 0):g}{clipped})"
 
 
+def _ddim_rows(rows, n, seed: int = 0):
+    """The ddpm DDIM-50 rows at `n` sampled with `seed` ("ddpm / ddim-50 trailing eta=1 / n=1000" and the like)."""
+    return [r for k, r in rows.items() if (k == "ddpm / ddim-50" or k.startswith("ddpm / ddim-50 "))
+            and r["n_samples"] == n and r.get("seed", 0) == seed]
+
+
 def _ddim_best_row(rows):
     """The seed-0 DDIM-50 row with the lowest FID at the n of the seed-0 DDPM-1000 row."""
-    ddpm = _row(rows, "ddpm / ddpm-1000")
-    at_n = [r for k, r in rows.items() if (k == "ddpm / ddim-50" or k.startswith("ddpm / ddim-50 "))
-            and r["n_samples"] == ddpm.get("n_samples") and not r.get("seed")]
-    return min(at_n, key=lambda r: r["fid"], default=None)
+    return min(_ddim_rows(rows, _row(rows, "ddpm / ddpm-1000").get("n_samples")), key=lambda r: r["fid"], default=None)
 
 
 def _best_guided(rows):
@@ -129,7 +125,8 @@ def _same_on_seed(rows, row, seed: int = 1):
     """The row measured like `row` (same model, sampler, steps, scale, interval, n) but with sampling seed `seed`."""
     if not row:
         return None
-    fields = ("model", "sampler", "steps", "guidance_scale", "guidance_interval", "timestep_spacing", "eta", "n_samples")
+    fields = ("model", "sampler", "steps", "guidance_scale", "guidance_interval", "timestep_spacing", "eta",
+              "ddim_eps_from_clipped_x0", "n_samples")
     same = [r for r in rows.values() if r.get("seed") == seed and all(r.get(f) == row.get(f) for f in fields)]
     return same[0] if same else None
 

@@ -27,6 +27,7 @@ Derived in notebooks/04_latent_diffusion.ipynb.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -59,10 +60,10 @@ def encode_latents(vae: torch.nn.Module, x0: torch.Tensor, latent_scale: float, 
     return torch.cat(out)
 
 
-def check_guidance_interval(interval) -> tuple[int, int]:
+def check_guidance_interval(interval) -> tuple[int, float]:
     """`(lo, hi)` as two ints with lo < hi (guidance at lo < t <= hi); None means every step, (-1, inf)."""
     if interval is None:
-        return -1, 10**9
+        return -1, math.inf
     try:
         lo, hi = (int(v) if float(v) == int(v) else None for v in interval)
     except (TypeError, ValueError):
