@@ -156,32 +156,49 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool, spacing: s
 
 
 @torch.no_grad()
-def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None):
+def guided_batched(model, scheduler, labels, guidance_scale, steps, seed=0, batch_size=500, device=None,
+                   guidance_interval=None):
     """Many CFG samples in batches with one seeded generator (for metrics). Returns CPU images."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(labels), batch_size), desc=f"sampling {len(labels)} (s={guidance_scale:g})"):
         out.append(guided_sample(model, scheduler, labels[start:start + batch_size], guidance_scale, generator,
-                                 steps, device).images.cpu())  # with its step bar
+                                 steps, device, guidance_interval=guidance_interval).images.cpu())  # with its step bar
     return torch.cat(out)
 
 
+def interval_field(guidance_interval) -> dict:
+    """The t range CFG was limited to (`guided_sample`), recorded (and named in the row key) only when given."""
+    return {"guidance_interval": list(guidance_interval)} if guidance_interval else {}
+
+
 def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
-                    spacing: str = "leading", eta: float = 0.0, seed: int = 0) -> dict:
+                    spacing: str = "leading", eta: float = 0.0, seed: int = 0, guidance_interval=None) -> dict:
+    """Chapter 02: guided samples of the class-conditional model, and its training speed against the chapter's
+    standard diffusers recipe (`UNet2DModel`, widths 32-64-128-256, class embeddings; `models/peers.py`)."""
     model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
     ddpm, ddim = schedulers_for(model, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
     start = time.perf_counter()
-    images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, seed=seed, device=device)
+    images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, seed=seed, device=device,
+                            guidance_interval=guidance_interval)
     seconds = time.perf_counter() - start
     acc = metrics.class_accuracy(images, labels)
+    peer = DiffusersUNet(PeerConfig(layout="hf-course", num_classes=model.config.num_classes)).to(device)
+    rates = compare_throughput({"minildm": UNet(model.config).to(device), "diffusers": peer},
+                               rounds=1 if quick else 3, steps=2 if quick else 10, batch_size=16 if quick else 128)
     return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
             "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta), **seed_field(seed),
-            "params": num_parameters(model), "class_accuracy": round(acc["overall"], 4),
+            **interval_field(guidance_interval), "params": num_parameters(model),
+            "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
-            "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
+            "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4),
+            "train_img_per_s": round(rates["minildm"], 1),
+            "peer": "diffusers UNet2DModel (chapter 02's standard recipe, %d params)" % num_parameters(peer),
+            "peer_train_img_per_s": round(rates["diffusers"], 1),
+            "speedup_vs_peer": round(rates["minildm"] / rates["diffusers"], 2)}
 
 
 @torch.no_grad()
@@ -260,7 +277,7 @@ def bench_ldm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidan
     row = {**metrics.fid_report(images), "model": "ldm_cond", "sampler": sampler,
            "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
            **ddim_fields(sampler, spacing, eta), **seed_field(seed), "params": num_parameters(unet),
-           **({"guidance_interval": list(guidance_interval)} if guidance_interval else {}), "class_accuracy": round(acc["overall"], 4),
+           **interval_field(guidance_interval), "class_accuracy": round(acc["overall"], 4),
            "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]], "confusion": acc["confusion"],
            "sample_s_per_img": round(seconds / n, 4)}
     # the floor the autoencoder sets: its reconstructions of n test images, FID at the same n
@@ -315,7 +332,7 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     them when they differ from "leading" and 0).
     `clipped_eps`: unguided DDIM (ddpm) recomputes eps from the clipped x0, as guided sampling always does.
     `seed`: the sampling seed for ddpm, ddpm_cond and ldm_cond (row keys name it when it is not 0).
-    `guidance_interval`: (lo, hi) for ldm_cond: CFG only at lo < t <= hi (row keys name it).
+    `guidance_interval`: (lo, hi) for ddpm_cond and ldm_cond: CFG only at lo < t <= hi (row keys name it).
     """
     scales = [guidance_scale] if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
     models = models or shipped_models()
@@ -346,9 +363,10 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
                          f"{sorted(set(models) - set(DDIM_OPTION_MODELS))}.")
     ddim_kw |= {"clipped_eps": True} if clipped_eps else {}
     if guidance_interval is not None:
-        if set(models) != {"ldm_cond"}:
-            raise ValueError(f"--guidance-interval applies to ldm_cond only, not to {sorted(set(models) - {'ldm_cond'})}.")
-        from minildm.pipelines.latent import check_guidance_interval
+        if set(models) - {"ddpm_cond", "ldm_cond"}:
+            raise ValueError(f"--guidance-interval applies to ddpm_cond and ldm_cond only, not to "
+                             f"{sorted(set(models) - {'ddpm_cond', 'ldm_cond'})}.")
+        from minildm.pipelines.guided import check_guidance_interval
         interval_kw = {"guidance_interval": check_guidance_interval(guidance_interval)}
     else:
         interval_kw = {}

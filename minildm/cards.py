@@ -36,6 +36,8 @@ TARGETS = {
          lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
         ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows: (_best_guided(rows) or {}).get("fid_ratio")),
         ("the best scale", "", lambda rows: (_best_guided(rows) or {}).get("guidance_scale")),
+        ("training speed vs chapter 02's standard diffusers recipe (UNet2DModel 32-64-128-256, class embeddings)",
+         "> 1x", lambda rows: _latest(rows, "speedup_vs_peer")),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
@@ -108,6 +110,12 @@ def _ddim_rows(rows, n, seed: int = 0):
 def _ddim_best_row(rows):
     """The seed-0 DDIM-50 row with the lowest FID at the n of the seed-0 DDPM-1000 row."""
     return min(_ddim_rows(rows, _row(rows, "ddpm / ddpm-1000").get("n_samples")), key=lambda r: r["fid"], default=None)
+
+
+def _latest(rows, field):
+    """`field` of the most recently measured row that has it (rows of one model; ties: the last key)."""
+    found = [r for r in rows.values() if r.get(field) is not None]
+    return max(found, key=lambda r: r.get("date", ""), default={}).get(field)
 
 
 def _best_guided(rows):

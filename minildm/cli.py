@@ -101,8 +101,9 @@ def _sample(args) -> int:
     if args.model == "ddpm" and label is not None:
         print("minildm sample: ddpm is unconditional; --label needs ddpm_cond or ldm_cond.", file=sys.stderr)
         return 2
-    if args.guidance_interval is not None and args.model != "ldm_cond":
-        print("minildm sample: --guidance-interval applies to ldm_cond only.", file=sys.stderr)
+    if args.guidance_interval is not None and args.model == "ddpm":
+        print("minildm sample: --guidance-interval is a guidance setting: use it with ddpm_cond or ldm_cond.",
+              file=sys.stderr)
         return 2
     try:
         generator = torch.Generator().manual_seed(args.seed)
@@ -117,7 +118,8 @@ def _sample(args) -> int:
         if args.model == "ddpm":
             images = sample(unet, scheduler, args.n, generator, args.steps).images
         elif args.model == "ddpm_cond":
-            images = guided_sample(unet, scheduler, labels, args.guidance_scale, generator, args.steps).images
+            images = guided_sample(unet, scheduler, labels, args.guidance_scale, generator, args.steps,
+                                   guidance_interval=args.guidance_interval).images
         else:
             images = latent_guided_sample(unet, vae, scheduler, labels, args.guidance_scale, generator, args.steps,
                                           guidance_interval=args.guidance_interval).images
@@ -246,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clipped-eps", action="store_true",
                        help="ddpm only: DDIM recomputes eps from the clipped x0 (as guided sampling always does)")
     bench.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
-                       help="ldm_cond only: CFG at LO < t <= HI, conditional sampling elsewhere (Kynkaanniemi et al. 2024)")
+                       help="ddpm_cond, ldm_cond: CFG at LO < t <= HI, conditional sampling elsewhere "
+                            "(Kynkaanniemi et al. 2024)")
     bench.add_argument("--seed", type=int, default=0,
                        help="sampling seed for ddpm, ddpm_cond, ldm_cond (default 0; rows name any other)")
     bench.add_argument("--out", default=None, help="output folder (default results/; runs/bench-quick in quick mode)")
@@ -263,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale s (1 conditional, 0 unconditional)")
     samp.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     samp.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
-                      help="ldm_cond only: guide at LO < t <= HI, s = 1 elsewhere (its card's best: 100 600)")
+                      help="ddpm_cond, ldm_cond: guide at LO < t <= HI, s = 1 elsewhere (ldm_cond's card: 100 600)")
     samp.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images")
     samp.add_argument("-o", "--output", default="samples.png", help="PNG to write (default samples.png)")
     samp.add_argument("--upscale", type=int, default=4, help="pixel upscaling of the PNG (default 4)")

@@ -129,6 +129,14 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
     assert 0.0 <= row["class_accuracy"] <= 1.0 and len(row["class_accuracy_per_class"]) == 10
     assert sum(map(sum, row["confusion"])) == 20 and row["ddim_eps_from_clipped_x0"]
     assert "| ddpm_cond / ddim-2 / s=2 / n=20 | 20 |" in (tmp_path / "out" / "metrics.md").read_text()
+    # training speed against chapter 02's standard diffusers recipe, in the same row
+    assert "chapter 02's standard recipe" in row["peer"] and row["peer_train_img_per_s"] > 0
+    assert row["speedup_vs_peer"] == pytest.approx(row["train_img_per_s"] / row["peer_train_img_per_s"], rel=0.02)
+    with pytest.warns(UserWarning):  # guidance in a limited interval: recorded and named in the key
+        limited = bench.run(["ddpm_cond"], n=10, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
+                            guidance_scale=2.0, guidance_interval=(30, 90))[0]
+    assert limited["guidance_interval"] == [30, 90]
+    assert bench.row_key(limited) == "ddpm_cond / ddim-2 / s=2 in (30, 90] / n=10"
 
 
 def test_card_targets_use_the_best_guided_row_with_enough_samples():
@@ -285,7 +293,7 @@ def test_guidance_interval_reaches_the_latent_bench_and_its_row_key(tmp_path, mo
                          guidance_scale=2.0, guidance_interval=(30, 90))
     assert rows[0]["guidance_interval"] == [30, 90] and len(rows[0]["vae_recon_fid_train_same_n"]) == 2
     assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=2 in (30, 90] / n=20"
-    with pytest.raises(ValueError, match=r"--guidance-interval applies to ldm_cond only, not to \['ddpm'\]"):
+    with pytest.raises(ValueError, match=r"--guidance-interval applies to ddpm_cond and ldm_cond only, not to \['ddpm'\]"):
         bench.run(["ddpm"], n=8, guidance_interval=(30, 90), quick=True)
     from minildm.cards import _sampler_label
     assert _sampler_label(rows[0]) == "ddim-2, s = 2 for t in (30, 90]"

@@ -29,6 +29,9 @@ def test_sample_writes_a_png_grid_and_is_reproducible(tiny_cond, capsys):
     assert out_a.read_bytes() == out_b.read_bytes()                          # same seed, same PNG
     assert "3 samples of ddpm_cond" in capsys.readouterr().out
     assert not list(tiny_cond.glob("*.part"))
+    assert main(["sample", "ddpm_cond", "-n", "2", "--steps", "2", "--guidance-interval", "10", "60",
+                 "-o", str(out_a)]) == 0                                      # guidance in a limited interval
+    assert "2 samples of ddpm_cond" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -37,7 +40,8 @@ def test_sample_writes_a_png_grid_and_is_reproducible(tiny_cond, capsys):
     (["sample", "ddpm", "--label", "3"], "ddpm is unconditional"),
     (["sample", "ddpm_cond", "-n", "0"], "must be >= 1"),
     (["sample", "ldm_cond", "-n", "1"], "no checkpoint named"),
-    (["sample", "ddpm_cond", "--guidance-interval", "100", "600"], "--guidance-interval applies to ldm_cond only"),
+    (["sample", "ddpm", "--guidance-interval", "100", "600"], "--guidance-interval is a guidance setting"),
+    (["sample", "ddpm_cond", "--guidance-interval", "600", "100"], "guidance_interval must be two integer timesteps"),
     (["train", "imagen"], "unknown recipe 'imagen'"),
     (["train", "all", "--steps", "3"], "apply to one recipe"),
 ])

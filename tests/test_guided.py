@@ -123,3 +123,22 @@ def test_negative_labels_replace_the_null_class(model):
     assert torch.equal(plain, same) and not torch.allclose(plain, other)
     with pytest.raises(ValueError, match="must match labels"):
         guided_sample(model, sched, labels, 2.0, None, 3, progress=False, negative_labels=torch.tensor([5]))
+
+
+def test_guidance_interval_guides_only_inside_it(model):
+    sched = DDIMScheduler(100)                                                # 5 steps: t = 80, 60, 40, 20, 0
+
+    def run(s, interval=None):
+        return guided_sample(model, sched, LABELS, s, _gen(), 5, progress=False, guidance_interval=interval).images
+    guided, conditional = run(3.0), run(1.0)
+    assert not torch.allclose(guided, conditional, atol=1e-3)
+    assert torch.equal(run(3.0, (-1, 99)), guided)                            # every step inside: plain CFG
+    assert torch.equal(run(3.0, (85, 99)), conditional)                       # no step inside: s = 1 throughout
+    partial = run(3.0, (50, 99))                                              # guided at t = 80 and 60 only
+    assert not torch.allclose(partial, guided, atol=1e-4) and not torch.allclose(partial, conditional, atol=1e-4)
+
+
+@pytest.mark.parametrize("interval", [(5, 5), (9, 2), (3,), "ab", (1.5, 9), (-3, 2)])
+def test_a_bad_guidance_interval_is_explained(model, interval):
+    with pytest.raises(ValueError, match=r"guidance_interval must be two integer timesteps \(lo, hi\)"):
+        guided_sample(model, DDIMScheduler(100), LABELS, 2.0, _gen(), 2, progress=False, guidance_interval=interval)

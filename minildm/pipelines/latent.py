@@ -27,14 +27,13 @@ Derived in notebooks/04_latent_diffusion.ipynb.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
 from minildm.pipelines.diffusion import initial_noise
-from minildm.pipelines.guided import _check_guided_args
+from minildm.pipelines.guided import _check_guided_args, check_guidance_interval  # noqa: F401 (re-exported)
 
 
 class LatentSampleOutput(NamedTuple):
@@ -58,20 +57,6 @@ def encode_latents(vae: torch.nn.Module, x0: torch.Tensor, latent_scale: float, 
     for i in tqdm(range(0, len(x0), batch_size), desc="encoding latents", disable=not progress, leave=False):
         out.append(vae.encode(x0[i:i + batch_size].to(device)).mode().cpu() * latent_scale)  # (b, C_z, h, w)
     return torch.cat(out)
-
-
-def check_guidance_interval(interval) -> tuple[int, float]:
-    """`(lo, hi)` as two ints with lo < hi (guidance at lo < t <= hi); None means every step, (-1, inf)."""
-    if interval is None:
-        return -1, math.inf
-    try:
-        lo, hi = (int(v) if float(v) == int(v) else None for v in interval)
-    except (TypeError, ValueError):
-        lo = hi = None
-    if lo is None or hi is None or not -1 <= lo < hi:
-        raise ValueError(f"guidance_interval must be two integer timesteps (lo, hi) with -1 <= lo < hi (guidance at "
-                         f"lo < t <= hi, e.g. (180, 870)), got {interval!r}.")
-    return lo, hi
 
 
 @torch.no_grad()
