@@ -134,19 +134,11 @@ def bench_ddpm(n: int, sampler: str, steps: int, device, quick: bool, spacing: s
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     images = sample_batched(model, scheduler, n, batch_size=500, seed=seed, num_inference_steps=steps_arg,
                             device=device)
-    report = metrics.fid_report(images)
-    timing_steps = 2 if quick else 10
-    peer = diffusers_peer("same-layout").to(device)
-    rates = compare_throughput({"minildm": UNet(model.config).to(device), "diffusers": peer},
-                               rounds=1 if quick else 3, steps=timing_steps)
     return {
-        **report, "model": "ddpm", "sampler": sampler, "steps": steps if sampler == "ddim" else 1000,
+        **metrics.fid_report(images), "model": "ddpm", "sampler": sampler,
+        "steps": steps if sampler == "ddim" else 1000,
         **ddim_fields(sampler, spacing, eta), **seed_field(seed), "params": num_parameters(model),
         **({"ddim_eps_from_clipped_x0": clipped_eps} if sampler == "ddim" else {}),
-        "train_img_per_s": round(rates["minildm"], 1),
-        "peer": "diffusers UNet2DModel (same layout, %d params)" % num_parameters(peer),
-        "peer_train_img_per_s": round(rates["diffusers"], 1),
-        "speedup_vs_peer": round(rates["minildm"] / rates["diffusers"], 2),
         "sample_s_per_img": round(sample_seconds_per_image(model, scheduler, steps_arg,
                                                            n=4 if quick else 32, device=device), 4),
         # both samplers timed side by side on the same machine (16 images each; skipped in quick mode)
@@ -185,18 +177,29 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
                             guidance_interval=guidance_interval)
     seconds = time.perf_counter() - start
     acc = metrics.class_accuracy(images, labels)
-    peer = DiffusersUNet(PeerConfig(layout="hf-course", num_classes=model.config.num_classes)).to(device)
-    rates = compare_throughput({"minildm": UNet(model.config).to(device), "diffusers": peer},
-                               rounds=1 if quick else 3, steps=2 if quick else 10, batch_size=16 if quick else 128)
     return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
             "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta), **seed_field(seed),
             **interval_field(guidance_interval), "params": num_parameters(model),
             "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
-            "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4),
-            "train_img_per_s": round(rates["minildm"], 1),
-            "peer": "diffusers UNet2DModel (chapter 02's standard recipe, %d params)" % num_parameters(peer),
+            "confusion": acc["confusion"], "sample_s_per_img": round(seconds / n, 4)}
+
+
+def train_speed(name: str, device, quick: bool) -> dict:
+    """Training images/s of a pixel model against its diffusers peer, in alternating rounds on this machine.
+
+    ddpm: `UNet2DModel` in the same layout (chapter 01); ddpm_cond: chapter 02's standard recipe (`UNet2DModel`,
+    widths 32-64-128-256, class embeddings). `run` times each model once and copies the numbers into its rows."""
+    config = checkpoints.load_model(UNet, checkpoints.find(name)).config
+    if name == "ddpm":
+        peer, what = diffusers_peer("same-layout"), "diffusers UNet2DModel (same layout, %d params)"
+    else:
+        peer = DiffusersUNet(PeerConfig(layout="hf-course", num_classes=config.num_classes))
+        what = "diffusers UNet2DModel (chapter 02's standard recipe, %d params)"
+    rates = compare_throughput({"minildm": UNet(config).to(device), "diffusers": peer.to(device)},
+                               rounds=1 if quick else 3, steps=2 if quick else 10, batch_size=16 if quick else 128)
+    return {"train_img_per_s": round(rates["minildm"], 1), "peer": what % num_parameters(peer),
             "peer_train_img_per_s": round(rates["diffusers"], 1),
             "speedup_vs_peer": round(rates["minildm"] / rates["diffusers"], 2)}
 
@@ -384,11 +387,16 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         else:
             jobs += ([(name, {"guidance_scale": s, **ddim_kw, **sample_kw}) for s in scales] if name in guided
                      else [(name, {**ddim_kw, **sample_kw})])
+    speeds = {}  # training speed against the diffusers peer: timed once per model, copied into each of its rows
     for name, kwargs in jobs:
         if name.startswith("vae_"):  # a VAE variant checkpoint
             row = bench_vae(n, sampler, steps, device, quick, name=name)
         else:
             row = BENCHES[name](n, sampler, steps, device, quick, **kwargs)
+        if name in ("ddpm", "ddpm_cond"):
+            if name not in speeds:
+                speeds[name] = train_speed(name, device, quick)
+            row |= speeds[name]
         row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
         rows.append(row)
         print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "

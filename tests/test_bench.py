@@ -121,9 +121,18 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
     save_model(tiny, tmp_path / "ddpm_cond", meta={"num_train_timesteps": 100, "beta_schedule": "cosine",
                                                     "prediction_type": "eps"})
     monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    timings = []  # the training speed is timed once per model per run, not once per guidance scale
+    monkeypatch.setattr(bench, "compare_throughput", lambda *a, **kw: timings.append(a) or {"minildm": 20.0, "diffusers": 10.0})
     with pytest.warns(UserWarning):
         rows = bench.run(["ddpm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
                          guidance_scale=[2.0, 0.0])  # a sweep: one row per scale
+    assert len(timings) == 1 and set(timings[0][0]) == {"minildm", "diffusers"}
+    assert rows[0]["speedup_vs_peer"] == rows[1]["speedup_vs_peer"] == 2.0
+    monkeypatch.undo()
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
+    with pytest.warns(UserWarning):  # the real timing, once
+        rows = bench.run(["ddpm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
+                         guidance_scale=[2.0, 0.0])
     assert [bench.row_key(r) for r in rows] == ["ddpm_cond / ddim-2 / s=2 / n=20", "ddpm_cond / ddim-2 / s=0 / n=20"]
     row = rows[0]
     assert 0.0 <= row["class_accuracy"] <= 1.0 and len(row["class_accuracy_per_class"]) == 10
