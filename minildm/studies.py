@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from minildm import checkpoints, metrics
-from minildm.bench import compare_throughput, guided_batched, latent_batched, num_parameters, schedulers_for
+from minildm.bench import guided_batched, latent_batched, schedulers_for
+from minildm.speed import compare_throughput, num_parameters
 from minildm.data import load_tensors
 from minildm.models.unet import UNet
 from minildm.recipes import DIFFUSION_RECIPES, device_description, export_run, latent_dataset

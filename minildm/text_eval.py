@@ -87,7 +87,8 @@ def score(images: torch.Tensor, labels: torch.Tensor, sides: dict, thresholds: A
 def bench_text(name: str, n: int, steps: int, guidance_scale: float, device=None, split: str = "train") -> dict:
     """One harness row for a shipped text-to-image model on one prompt set."""
     from minildm import metrics
-    from minildm.bench import num_parameters, schedulers_for
+    from minildm.bench import schedulers_for
+    from minildm.speed import num_parameters
     from minildm.text_training import load_text_model
     unet, vae, encoder = load_text_model(name, device)
     thresholds = AttributeThresholds(unet.meta["attribute_thresholds"])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from minildm import bench
+from minildm import bench, speed
 from minildm.cli import main as cli_main
 
 KEYS = {"n_samples", "sampler", "steps", "fid", "fid_floor", "fid_ratio", "train_img_per_s", "sample_s_per_img",
@@ -122,7 +122,7 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
                                                     "prediction_type": "eps"})
     monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))
     timings = []  # the training speed is timed once per model per run, not once per guidance scale
-    monkeypatch.setattr(bench, "compare_throughput", lambda *a, **kw: timings.append(a) or {"minildm": 20.0, "diffusers": 10.0})
+    monkeypatch.setattr(speed, "compare_throughput", lambda *a, **kw: timings.append(a) or {"minildm": 20.0, "diffusers": 10.0})
     with pytest.warns(UserWarning):
         rows = bench.run(["ddpm_cond"], n=20, steps=2, out_dir=tmp_path / "out", quick=True, readme=False,
                          guidance_scale=[2.0, 0.0])  # a sweep: one row per scale

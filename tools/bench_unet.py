@@ -26,7 +26,7 @@ import argparse
 import statistics
 import torch
 
-from minildm.bench import PEERS, diffusers_peer, num_parameters, train_throughput  # noqa: E402  (one copy)
+from minildm.speed import PEERS, diffusers_peer, num_parameters, train_throughput  # noqa: E402  (one copy)
 
 
 def main(argv: list[str] | None = None) -> None:
