@@ -313,7 +313,8 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
             if name not in speeds:
                 speeds[name] = train_speed(name, device, quick)
             row |= speeds[name]
-        row |= {"device": device_description(device), "date": datetime.date.today().isoformat()}
+        row |= {"device": device_description(device), "date": datetime.date.today().isoformat(),
+                "checkpoint_sha256": checkpoints.sha256_file(checkpoints.find(name))}  # which weights were measured
         rows.append(row)
         print(f"{row_key(row)}: n={row['n_samples']} FID {row['fid']:.3f} floor {row['fid_floor']:.3f} "
               f"ratio {row['fid_ratio']:.2f}", flush=True)

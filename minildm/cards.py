@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from minildm.checkpoints import SHIPPED_DIR, find, load_tensors
+from minildm.checkpoints import SHIPPED_DIR, find, load_tensors, sha256_file
 
 RESULTS_JSON = Path(__file__).resolve().parent.parent / "results" / "metrics.json"
 
@@ -275,6 +275,8 @@ def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]
                      f"{r['fid']:.3f} | {r['fid_floor']:.3f} | {r['sample_s_per_img']:.3f} | {r['device']} | {r['date']} |")
     if not rows:
         lines.append("| not measured yet | | | | | | | | | |")
+    if stale:
+        lines.append(f"\n{_stale_note(stale)}")
     lines += ["", "## Targets (at the guidance scale with the best held-in accuracy, n ≥ 5,000)", "",
               "| target | goal | measured |", "|---|---|---|"]
     for label, goal, split, key, _ in TEXT_TARGETS:
@@ -299,18 +301,33 @@ def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]
     return lines
 
 
+def current_rows(rows: dict, sha256: str) -> tuple[dict, dict]:
+    """Split bench rows into those measured on these weights and those measured on earlier ones.
+
+    A row records the sha256 of the checkpoint it measured (`checkpoint_sha256`); rows older than that field
+    carry none and count as current. A card states only numbers of the weights it describes."""
+    stale = {k: r for k, r in rows.items() if r.get("checkpoint_sha256") not in (None, sha256)}
+    return {k: r for k, r in rows.items() if k not in stale}, stale
+
+
+def _stale_note(stale: dict) -> str:
+    return (f"Not shown: {len(stale)} row(s) of `results/metrics.json` measured on earlier weights "
+            f"(another checkpoint sha256): {', '.join(f'`{k}`' for k in sorted(stale))}. Measure them again to list them.")
+
+
 def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHIPPED_DIR) -> Path:
     _, header = load_tensors(find(name), verify=True)
     meta, config = header.get("meta", {}), header["config"]
     rows = json.loads(results_path.read_text()) if results_path.exists() else {}
     all_rows, rows = rows, {k: v for k, v in rows.items() if k.startswith(f"{name} /")}
+    rows, stale = current_rows(rows, sha256_file(find(name)))
     if meta.get("text_encoder"):
         path = out_dir / f"{name}.md"
-        path.write_text("\n".join(_text_card(name, header, rows, all_rows)))
+        path.write_text("\n".join(_text_card(name, header, rows, all_rows)) + (f"\n{_stale_note(stale)}\n" if stale else ""))
         return path
     if header["class"] == "VAE":
         path = out_dir / f"{name}.md"
-        path.write_text("\n".join(_vae_card(name, header, rows)))
+        path.write_text("\n".join(_vae_card(name, header, rows)) + (f"\n{_stale_note(stale)}\n" if stale else ""))
         return path
     tc = meta.get("train_config", {})
     from minildm.recipes import DIFFUSION_RECIPES   # the recipe as the code defines it (a resumed run may differ)

@@ -323,3 +323,26 @@ def test_card_reads_targets_from_seed_0_rows_and_checks_them_on_seed_1():
             "b": {**base, "guidance_scale": 2.0, "guidance_interval": None, "fid_ratio": 4.0}}
     assert _best_guided(rows) is rows["a"]                       # the better seed-1 draw is not picked
     assert _same_on_seed(rows, rows["a"]) is rows["a / seed=1"] and _same_on_seed(rows, rows["b"]) is None
+
+
+def test_rows_record_the_weights_they_measured_and_cards_drop_rows_of_earlier_weights(quick_rows, tmp_path):
+    from minildm.cards import write_card
+    from minildm.checkpoints import find, sha256_file
+    rows, _ = quick_rows
+    current = sha256_file(find("ddpm"))
+    assert rows[0]["checkpoint_sha256"] == current
+    base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000, "fid_floor": 1.0, "device": "cpu",
+            "date": "2026-01-01", "sample_s_per_img": 0.1}
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps({
+        "ddpm / ddim-50 / n=1000": {**base, "fid": 4.0, "fid_ratio": 4.0, "checkpoint_sha256": current},
+        "ddpm / ddpm-1000 / n=1000": {**base, "sampler": "ddpm", "steps": 1000, "fid": 1.2, "fid_ratio": 1.2,
+                                      "checkpoint_sha256": "0" * 64},  # measured on other weights
+        "ddpm / ddim-50 eta=1 / n=1000": {**base, "fid": 3.0, "fid_ratio": 3.0, "eta": 1.0}}))  # before the field
+    card = write_card("ddpm", results_path=results, out_dir=tmp_path).read_text()
+    table = card.split("## Measured")[1].split("## Targets")[0]
+    assert "| ddim-50 / n=1000 | 1,000 | 4.000 |" in table and "| ddim-50 eta=1 / n=1000 | 1,000 | 3.000 |" in table
+    assert "| ddpm-1000 / n=1000 |" not in table
+    assert "Not shown: 1 row(s) of `results/metrics.json` measured on earlier weights" in table
+    assert "`ddpm / ddpm-1000 / n=1000`" in table
+    assert "| feature-FID ratio, DDPM 1000 steps | ≤ 1.5 | not measured yet |" in card  # no stale number as a target
