@@ -275,8 +275,6 @@ def _text_card(name: str, header: dict, rows: dict, all_rows: dict) -> list[str]
                      f"{r['fid']:.3f} | {r['fid_floor']:.3f} | {r['sample_s_per_img']:.3f} | {r['device']} | {r['date']} |")
     if not rows:
         lines.append("| not measured yet | | | | | | | | | |")
-    if stale:
-        lines.append(f"\n{_stale_note(stale)}")
     lines += ["", "## Targets (at the guidance scale with the best held-in accuracy, n ≥ 5,000)", "",
               "| target | goal | measured |", "|---|---|---|"]
     for label, goal, split, key, _ in TEXT_TARGETS:
@@ -370,6 +368,8 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
                      f"{r.get('sample_s_per_img', float('nan')):.3f} | {train} | {r['device']} | {r['date']} |")
     if not rows:
         lines.append("| not measured yet | | | | | | | | | |")
+    if stale:
+        lines.append(f"\n{_stale_note(stale)}")
     timed = [(r["date"], key, r) for key, r in rows.items() if r.get("sample_s_per_img_ddpm1000") is not None]
     if timed:  # both samplers timed side by side in one run: the latest such run
         _, key, r = max(timed)

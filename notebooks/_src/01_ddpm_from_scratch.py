@@ -579,8 +579,11 @@ plt.show()
 import json
 from pathlib import Path
 results_path = Path("../results/metrics.json")
+from minildm.cards import current_rows
+from minildm.checkpoints import find, sha256_file
 results = json.loads(results_path.read_text()) if results_path.exists() else {}
-ddpm_rows = {k: r for k, r in results.items() if k.startswith("ddpm /")}
+ddpm_rows, earlier = current_rows({k: r for k, r in results.items() if k.startswith("ddpm /")},
+                                  sha256_file(find("ddpm")))                 # rows of the shipped weights only
 ddpm1000 = {(r["n_samples"], r.get("seed", 0)): r["fid"] for k, r in ddpm_rows.items()
             if k.startswith("ddpm / ddpm-1000")}
 print(f"{'row':<53}{'n':>6}{'FID':>8}{'floor':>8}{'ratio':>7}{'s/image':>9}  {'/ DDPM-1000':>10}  date")
@@ -589,6 +592,8 @@ for key, r in ddpm_rows.items():
     vs = r["fid"] / ddpm1000[same] if same in ddpm1000 and "ddim" in key else None
     print(f"{key:<53}{r['n_samples']:>6}{r['fid']:>8.3f}{r['fid_floor']:>8.3f}{r['fid_ratio']:>7.2f}"
           f"{r['sample_s_per_img']:>9.3f}  {'' if vs is None else f'{vs:.2f}x':>10}  {r['date']}")
+if earlier:
+    print(f"({len(earlier)} row(s) measured on earlier weights left out)")
 
 # %% [markdown]
 # Read the table from the top. At n = 1,000 the 1000-step sampler is the best of all, and each DDIM knob
