@@ -338,7 +338,8 @@ def test_bench_measures_a_text_model_on_held_in_and_held_out_prompts(tmp_path, m
     assert all(0 <= r["class_accuracy"] <= 1 and 0 <= r["attribute_accuracy"] <= 1 for r in rows)
     assert rows[0]["example_prompts"] != rows[1]["example_prompts"]
     # the card: the rows above are n = 20, so no target is met yet; rows with n >= 5,000 fill the targets
-    from minildm.cards import best_text_row, write_card
+    from minildm.cards import write_card
+    from minildm.cards_latent import best_text_row
     results = json.loads((tmp_path / "out" / "metrics.json").read_text())
     card = write_card("ldm_text", results_path=tmp_path / "out" / "metrics.json", out_dir=tmp_path).read_text()
     assert "text-to-image" in card and "| train | 2 | 20 |" in card and "| heldout | 2 | 20 |" in card
