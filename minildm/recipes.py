@@ -191,7 +191,7 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
         start = load_model(UNet, shipped)
         load_state(model, start.state_dict(), str(shipped))
         lineage.update(init_from=str(shipped), steps_before=start.meta.get("steps", 0),
-                       wall_clock_s=start.meta.get("wall_clock_s", 0.0),
+                       wall_clock_s=start.meta.get("wall_clock_s", 0.0), device_before=start.meta.get("device"),
                        inherited_changes=start.meta.get("changes", []))  # the card keeps the whole history
         print(f"starting from the shipped weights {shipped} ({lineage['steps_before']} steps)")
     lineage_path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +242,12 @@ def _history(lineage: dict) -> list[str]:
     """What the card says about how the weights came to be: the shipped weights' history, a warm start, changes."""
     continued = []
     if lineage.get("init_from"):
+        where = (f"; the steps before it ran on {lineage['device_before']} ({lineage['wall_clock_s'] / 3600:.2f} h), "
+                 f"those from it on {lineage['device']}" if lineage.get("device_before") not in (None, lineage.get("device"))
+                 else "")  # the card's wall-clock adds up both parts
         continued = [f"from step {lineage['steps_before']:,}: continued from the exported EMA weights "
                      f"({Path(lineage['init_from']).name}) with a fresh AdamW state (the earlier run's optimiser state "
-                     "was not kept); model and EMA start from those weights"]
+                     f"was not kept); model and EMA start from those weights{where}"]
     return lineage.get("inherited_changes", []) + continued + lineage.get("changes", [])
 
 

@@ -220,3 +220,13 @@ def test_recipe_trains_resumes_and_exports(tmp_path, monkeypatch):
     assert resumed.meta["changes"] == ["from step 2: steps 2 -> 4"]  # a new run length is stated on the card
     with pytest.raises(ValueError, match="unknown recipe 'sdxl'"):
         recipes.train_recipe("sdxl")
+
+
+def test_card_history_names_the_device_of_each_part_of_a_warm_started_run():
+    from minildm.recipes import _history
+    lineage = {"init_from": "data/checkpoints/ddpm.safetensors", "steps_before": 17_000, "wall_clock_s": 7200.0,
+               "device_before": "AMD EPYC, 1 threads", "device": "Intel Xeon, 2 threads", "inherited_changes": ["a"]}
+    history = _history(lineage)
+    assert history[0] == "a" and history[1].startswith("from step 17,000: continued from the exported EMA weights")
+    assert history[1].endswith("; the steps before it ran on AMD EPYC, 1 threads (2.00 h), those from it on Intel Xeon, 2 threads")
+    assert "ran on" not in _history({**lineage, "device_before": "Intel Xeon, 2 threads"})[1]  # one device: nothing to add
