@@ -238,13 +238,17 @@ def export_vae_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path 
     return save_model(vae, Path(out_dir) / (export_name or name), meta=meta, dtype=torch.float16)
 
 
-def _history(lineage: dict) -> list[str]:
+def _history(lineage: dict, train_cfg: TrainConfig | None = None) -> list[str]:
     """What the card says about how the weights came to be: the shipped weights' history, a warm start, changes."""
     continued = []
     if lineage.get("init_from"):
         where = (f"; the steps before it ran on {lineage['device_before']} ({lineage['wall_clock_s'] / 3600:.2f} h), "
                  f"those from it on {lineage['device']}" if lineage.get("device_before") not in (None, lineage.get("device"))
                  else "")  # the card's wall-clock adds up both parts
+        if train_cfg is not None:  # the continuation's own schedule (its --steps), which the recipe lines above do not show
+            decay = min(train_cfg.decay_steps, train_cfg.steps)
+            where += (f"; it ran {train_cfg.steps:,} steps at lr {train_cfg.lr:g} after a {train_cfg.warmup_steps:,}-step "
+                      f"warm-up" + (f", decaying to 0 (cosine) over its last {decay:,}" if decay else ""))
         continued = [f"from step {lineage['steps_before']:,}: continued from the exported EMA weights "
                      f"({Path(lineage['init_from']).name}) with a fresh AdamW state (the earlier run's optimiser state "
                      f"was not kept); model and EMA start from those weights{where}"]
@@ -276,7 +280,7 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
         "device": lineage.get("device", "unknown"), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "final_loss_avg100": round(sum(losses) / max(1, len(losses)), 5),
-        "changes": _history(lineage),
+        "changes": _history(lineage, train_cfg),
     }
     if recipe.latent_vae:  # which decoder this latent model belongs to, and its scale
         from minildm.checkpoints import find, load_tensors as load_st, sha256_file

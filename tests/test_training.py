@@ -230,3 +230,5 @@ def test_card_history_names_the_device_of_each_part_of_a_warm_started_run():
     assert history[0] == "a" and history[1].startswith("from step 17,000: continued from the exported EMA weights")
     assert history[1].endswith("; the steps before it ran on AMD EPYC, 1 threads (2.00 h), those from it on Intel Xeon, 2 threads")
     assert "ran on" not in _history({**lineage, "device_before": "Intel Xeon, 2 threads"})[1]  # one device: nothing to add
+    schedule = _history(lineage, TrainConfig(steps=5000, lr=1e-3, warmup_steps=500, decay_steps=6000))[1]
+    assert schedule.endswith("; it ran 5,000 steps at lr 0.001 after a 500-step warm-up, decaying to 0 (cosine) over its last 5,000")
