@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from minildm.checkpoints import SHIPPED_DIR, find, load_tensors, sha256_file
+from minildm.checkpoints import SHIPPED_DIR, find, load_tensors
 
 RESULTS_JSON = Path(__file__).resolve().parent.parent / "results" / "metrics.json"
 
@@ -187,15 +187,16 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
     meta, config = header.get("meta", {}), header["config"]
     rows = json.loads(results_path.read_text()) if results_path.exists() else {}
     all_rows, rows = rows, {k: v for k, v in rows.items() if k.startswith(f"{name} /")}
-    rows, stale = current_rows(rows, sha256_file(find(name)))
+    rows, stale = current_rows(rows, header["sha256"])  # load_tensors verified it against the file
+    note = [_stale_note(stale), ""] if stale else []
     from minildm.cards_latent import text_card, vae_card  # chapters 03 and 05 (they use this module's helpers)
     if meta.get("text_encoder"):
         path = out_dir / f"{name}.md"
-        path.write_text("\n".join(text_card(name, header, rows, all_rows)) + (f"\n{_stale_note(stale)}\n" if stale else ""))
+        path.write_text("\n".join(text_card(name, header, rows, all_rows) + note))
         return path
     if header["class"] == "VAE":
         path = out_dir / f"{name}.md"
-        path.write_text("\n".join(vae_card(name, header, rows)) + (f"\n{_stale_note(stale)}\n" if stale else ""))
+        path.write_text("\n".join(vae_card(name, header, rows) + note))
         return path
     tc = meta.get("train_config", {})
     from minildm.recipes import DIFFUSION_RECIPES   # the recipe as the code defines it (a resumed run may differ)
