@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 from minildm.checkpoints import SHIPPED_DIR, find, load_tensors
@@ -28,6 +29,8 @@ TARGETS = {
          lambda rows: _ddim_vs_ddpm(rows, best=True)),
         ("that setting checked on a fresh sampling seed (seed 1: DDIM-50 and DDPM-1000 both resampled)", "≤ 1.25",
          lambda rows: _ddim_vs_ddpm(rows, best=True, seed=1)),
+        ("that setting, mean FID over the seeds not used to pick it / DDPM-1000's mean FID over its seeds (same n)",
+         "≤ 1.25", lambda rows: _ddim_vs_ddpm_mean(rows)),
         ("training speed vs diffusers UNet2DModel (same layout)", "≥ 1.3x",
          lambda rows: _latest(rows, "speedup_vs_peer")),
     ],
@@ -36,6 +39,8 @@ TARGETS = {
          lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
         ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows: (_best_guided(rows) or {}).get("fid_ratio")),
         ("the best scale", "", lambda rows: (_best_guided(rows) or {}).get("guidance_scale")),
+        ("meanwhile at n = 1,000 (not the target's n: the floor is larger there, so ratios read much lower than "
+         "at 5,000): the best scale's class accuracy, FID ratio", "", lambda rows: _guided_summary(_best_guided(rows, min_n=1000))),
         ("training speed vs chapter 02's standard diffusers recipe (UNet2DModel 32-64-128-256, class embeddings)",
          "> 1x", lambda rows: _latest(rows, "speedup_vs_peer")),
     ],
@@ -101,6 +106,28 @@ def _ddim_vs_ddpm(rows, best: bool = False, seed: int = 0):
     return f"{r['fid'] / ddpm['fid']:.2f} ({r.get('timestep_spacing', 'leading')}, eta {r.get('eta', 0):g}{clipped})"
 
 
+def _ddim_vs_ddpm_mean(rows):
+    """E.g. "1.31 (DDIM-50: 1.40 ± 0.15 over seeds 1, 2, 3; DDPM-1000: 1.067 over seeds 0, 1)".
+
+    The best DDIM-50 setting was chosen on seed 0, so its seed-0 FID is the luckiest of several; the fresh seeds
+    (1, 2, ...) of that setting are not. At n = 1,000 one draw of noise moves FID by as much as a DDIM setting
+    does, so the mean over fresh seeds against DDPM-1000's mean over all its seeds (no choice was made there) is
+    the steadier comparison. Needs two fresh seeds or more.
+    """
+    best = _ddim_best_row(rows)
+    if best is None:
+        return None
+    fresh = sorted((r for r in rows.values() if r.get("seed", 0) and _same_setting(r, best)), key=lambda r: r["seed"])
+    ddpm = sorted((r for k, r in rows.items() if k.startswith("ddpm / ddpm-1000") and r["n_samples"] == best["n_samples"]),
+                  key=lambda r: r.get("seed", 0))
+    if len(fresh) < 2 or not ddpm:
+        return None
+    ddim_fid, ddpm_fid = statistics.mean(r["fid"] for r in fresh), statistics.mean(r["fid"] for r in ddpm)
+    seeds = lambda found: ", ".join(str(r.get("seed", 0)) for r in found)  # noqa: E731
+    return (f"{ddim_fid / ddpm_fid:.2f} (DDIM-50: {ddim_fid:.3f} ± {statistics.stdev(r['fid'] for r in fresh):.3f} "
+            f"over seeds {seeds(fresh)}; DDPM-1000: {ddpm_fid:.3f} over seeds {seeds(ddpm)})")
+
+
 def _ddim_rows(rows, n, seed: int = 0):
     """The ddpm DDIM-50 rows at `n` sampled with `seed` ("ddpm / ddim-50 trailing eta=1 / n=1000" and the like)."""
     return [r for k, r in rows.items() if (k == "ddpm / ddim-50" or k.startswith("ddpm / ddim-50 "))
@@ -118,10 +145,10 @@ def _latest(rows, field):
     return max(found, key=lambda r: r.get("date", ""), default={}).get(field)
 
 
-def _best_guided(rows):
-    """Among guided rows with n >= 5,000 sampled with seed 0: the lowest FID ratio with accuracy >= 0.9, else the
+def _best_guided(rows, min_n: int = 5000):
+    """Among guided rows with n >= `min_n` sampled with seed 0: the lowest FID ratio with accuracy >= 0.9, else the
     highest accuracy. (Rows on another seed check a choice; they are not candidates for it: see `_same_on_seed`.)"""
-    rows = [r for r in rows.values() if r.get("n_samples", 0) >= 5000 and r.get("class_accuracy") is not None
+    rows = [r for r in rows.values() if r.get("n_samples", 0) >= min_n and r.get("class_accuracy") is not None
             and not r.get("seed")]
     good = [r for r in rows if r["class_accuracy"] >= 0.9]
     if good:
@@ -129,14 +156,27 @@ def _best_guided(rows):
     return max(rows, key=lambda r: r["class_accuracy"], default=None)
 
 
+def _guided_summary(row):
+    """E.g. "s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"."""
+    if not row:
+        return None
+    return (f"s = {row['guidance_scale']:g}: accuracy {row['class_accuracy']:.3f}, FID ratio {row['fid_ratio']:.2f} "
+            f"(n = {row['n_samples']:,})")
+
+
 def _same_on_seed(rows, row, seed: int = 1):
     """The row measured like `row` (same model, sampler, steps, scale, interval, n) but with sampling seed `seed`."""
     if not row:
         return None
+    same = [r for r in rows.values() if r.get("seed") == seed and _same_setting(r, row)]
+    return same[0] if same else None
+
+
+def _same_setting(a: dict, b: dict) -> bool:
+    """Measured alike (model, sampler, steps, scale, interval, spacing, eta, clipped eps, n), seed aside."""
     fields = ("model", "sampler", "steps", "guidance_scale", "guidance_interval", "timestep_spacing", "eta",
               "ddim_eps_from_clipped_x0", "n_samples")
-    same = [r for r in rows.values() if r.get("seed") == seed and all(r.get(f) == row.get(f) for f in fields)]
-    return same[0] if same else None
+    return all(a.get(f) == b.get(f) for f in fields)
 
 
 def _train_floor_ratios(row):

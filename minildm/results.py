@@ -1,6 +1,8 @@
 """The results file: `results/metrics.json` rows keyed by model / sampler / scale / n, `results/metrics.md`, the README table.
 
-A row is replaced only when it is measured again; `write_results` writes atomically.
+A row is replaced only when it is measured again; `write_results` writes atomically. Each row records the sha256
+of the checkpoint it measured; the table's "weights" column shows its first 8 hex digits and marks a row measured
+on weights that are no longer shipped as "earlier" (the model cards and notebooks leave such rows out).
 
 References: none (bookkeeping). Used by `minildm.bench` and documented in README.md.
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
+SHIPPED_DIR = ROOT / "data" / "checkpoints"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -44,7 +47,7 @@ def write_results(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     tmp.write_text(json.dumps(existing, indent=2) + "\n")
     tmp.replace(json_path)
     md_path = out_dir / "metrics.md"
-    md_path.write_text(markdown_table(existing))
+    md_path.write_text(markdown_table(existing, shipped_sha256s({r["model"] for r in existing.values()})))
     return json_path, md_path
 
 
@@ -52,9 +55,26 @@ def _fmt(value, spec=".2f"):
     return "–" if value is None else format(value, spec)
 
 
-def markdown_table(results: dict) -> str:
+def shipped_sha256s(models, shipped_dir: Path = SHIPPED_DIR) -> dict[str, str]:
+    """{model: sha256 of its shipped checkpoint}, read from each `<model>.json`; models with none are left out."""
+    found = {m: shipped_dir / f"{m}.json" for m in models}
+    return {m: json.loads(p.read_text())["sha256"] for m, p in found.items() if p.exists()}
+
+
+def _weights(row: dict, shipped: dict[str, str]) -> str:
+    sha = row.get("checkpoint_sha256")
+    if sha is None:
+        return "–"
+    current = shipped.get(row["model"])
+    return f"`{sha[:8]}`" if current in (None, sha) else f"`{sha[:8]}` earlier"
+
+
+def markdown_table(results: dict, shipped: dict[str, str] | None = None) -> str:
+    """The results as a Markdown table; `shipped` ({model: sha256}) marks rows measured on earlier weights."""
+    shipped = shipped or {}
     lines = ["| model / sampler | n | feature-FID | floor | ratio | class acc. | attribute acc. | PSNR dB | "
-             "train img/s (peer) | sample s/img | device | date |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "train img/s (peer) | sample s/img | device | date | weights |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results.items():
         acc = r.get("class_accuracy")
         train = f"{_fmt(r.get('train_img_per_s'), '.0f')} ({_fmt(r.get('peer_train_img_per_s'), '.0f')})"
@@ -62,7 +82,7 @@ def markdown_table(results: dict) -> str:
                      f"{_fmt(r['fid_ratio'])} | {_fmt(acc, '.3f')} | {_fmt(r.get('attribute_accuracy'), '.3f')} | "
                      f"{_fmt(r.get('psnr_db'))} | {train} | "
                      f"{_fmt(r.get('sample_s_per_img'), '.3f')} | "
-                     f"{r['device']} | {r['date']} |")
+                     f"{r['device']} | {r['date']} | {_weights(r, shipped)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,21 @@ def test_rows_merge_and_readme_section_is_replaced(tmp_path):
     assert readme.read_text() == f"intro\n{bench.README_START}\n| new |\n{bench.README_END}\nafter\n"
 
 
+def test_table_marks_rows_of_earlier_weights(tmp_path):
+    from minildm import results
+    (tmp_path / "m.json").write_text(json.dumps({"sha256": "b" * 64}))
+    assert results.shipped_sha256s({"m", "gone"}, tmp_path) == {"m": "b" * 64}  # no checkpoint: left out
+    row = {"model": "m", "sampler": "ddim", "steps": 50, "n_samples": 10, "fid": 2.0, "fid_floor": 1.0,
+           "fid_ratio": 2.0, "device": "cpu", "date": "2026-01-01"}
+    rows = {"old": {**row, "checkpoint_sha256": "a" * 64}, "new": {**row, "checkpoint_sha256": "b" * 64},
+            "unknown": row}
+    lines = results.markdown_table(rows, {"m": "b" * 64}).splitlines()
+    assert lines[0].endswith("| weights |") and lines[1].count("---") == 13
+    assert lines[2].endswith("| `aaaaaaaa` earlier |") and lines[3].endswith("| `bbbbbbbb` |")
+    assert lines[4].endswith("| – |")  # a row that did not record its weights
+    assert results.markdown_table(rows).splitlines()[2].endswith("| `aaaaaaaa` |")  # nothing shipped to compare
+
+
 def test_bench_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown model"):
         bench.run(["imagen"], n=8, quick=True)
@@ -149,17 +164,37 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
 
 
 def test_card_targets_use_the_best_guided_row_with_enough_samples():
-    from minildm.cards import _best_guided, _ddim_vs_ddpm
+    from minildm.cards import _best_guided, _ddim_vs_ddpm, _guided_summary
     rows = {"a / s=1": {"n_samples": 5000, "class_accuracy": 0.8, "fid_ratio": 3.0},
             "a / s=3": {"n_samples": 5000, "class_accuracy": 0.93, "fid_ratio": 5.0},
             "a / s=5": {"n_samples": 5000, "class_accuracy": 0.95, "fid_ratio": 6.0},
             "a / s=2 / n=100": {"n_samples": 100, "class_accuracy": 0.99, "fid_ratio": 1.0}}
     assert _best_guided(rows)["class_accuracy"] == 0.93     # lowest ratio among the >= 0.9 rows, n >= 5,000
+    assert _best_guided(rows, min_n=100)["fid_ratio"] == 1.0  # smaller rows count only when asked for
+    assert _guided_summary({"guidance_scale": 2.0, "class_accuracy": 0.9671, "fid_ratio": 2.904, "n_samples": 1000}) \
+        == "s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"
+    assert _guided_summary(None) is None
     del rows["a / s=3"], rows["a / s=5"]
     assert _best_guided(rows)["class_accuracy"] == 0.8      # none reaches 0.9: the most accurate
     ddpm = {"ddpm / ddpm-1000 / n=1000": {"n_samples": 1000, "fid": 4.0},
             "ddpm / ddim-50 / n=1000": {"n_samples": 1000, "fid": 5.0}, "ddpm / ddim-50": {"n_samples": 5000, "fid": 1.0}}
     assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
+
+
+def test_card_compares_the_best_ddim_setting_over_fresh_seeds():
+    from minildm.cards import _ddim_vs_ddpm_mean
+    base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000}
+    rows = {"ddpm / ddpm-1000 / n=1000": {"model": "ddpm", "sampler": "ddpm", "n_samples": 1000, "fid": 1.0},
+            "ddpm / ddpm-1000 / n=1000 / seed=1": {"model": "ddpm", "sampler": "ddpm", "n_samples": 1000, "fid": 1.2,
+                                                   "seed": 1},
+            "ddpm / ddim-50 eta=0.5 / n=1000": {**base, "eta": 0.5, "fid": 1.1},           # chosen on seed 0
+            "ddpm / ddim-50 / n=1000": {**base, "fid": 2.0},
+            "ddpm / ddim-50 / n=1000 / seed=1": {**base, "fid": 9.0, "seed": 1},           # another setting
+            "ddpm / ddim-50 eta=0.5 / n=1000 / seed=1": {**base, "eta": 0.5, "fid": 1.3, "seed": 1}}
+    assert _ddim_vs_ddpm_mean(rows) is None                    # one fresh seed is not a mean
+    rows["ddpm / ddim-50 eta=0.5 / n=1000 / seed=2"] = {**base, "eta": 0.5, "fid": 1.5, "seed": 2}
+    assert _ddim_vs_ddpm_mean(rows) == ("1.27 (DDIM-50: 1.400 ± 0.141 over seeds 1, 2; "
+                                        "DDPM-1000: 1.100 over seeds 0, 1)")  # seed 0 (the choice) left out
 
 
 def test_card_names_the_sampler_of_the_best_row():

@@ -572,7 +572,7 @@ plt.show()
 # default "leading" $t = 980$; `--spacing linspace`; Lin et al. 2023, Table 2), **$\eta$** (`--eta 0.3`, `0.5`,
 # `0.7`, `1`: fresh noise at each of the 50 steps, eq. 16), and **which $\epsilon$ the direction term uses**
 # (`--clipped-eps`: the one recomputed from the clipped $\hat x_0$, `clipped_eps=True` above; rows named
-# `clipped-eps`). Rows ending in `/ seed=1` were sampled again with another seed (`--seed 1`), DDPM-1000 included.
+# `clipped-eps`). Rows ending in `/ seed=1` (2, 3) were sampled again with another seed (`--seed 1`), DDPM-1000 included.
 # The last column compares each DDIM-50 row with DDPM-1000 at the same n and seed:
 
 # %%
@@ -596,29 +596,51 @@ if earlier:
     print(f"\nmeasured on earlier weights, left out: {', '.join(k.split(' / ', 1)[1] for k in sorted(earlier))}")
 
 # %% [markdown]
-# Each row records the sha256 of the weights it measured, and the table lists only rows of the shipped ones.
-# The knob study below (spacing, the $\eta$ sweep) was run on the 17,000-step weights that these 22,000-step ones
-# replaced; its rows are in the git history of `results/metrics.json` and are being measured again (the model
-# card names the rows still to do). What it showed: at n = 1,000 the 1000-step sampler is the best of all, and each DDIM knob
-# closes part of the gap: the trailing spacing asks the model first about $t = 999$, the timestep whose
-# marginal is the pure noise $x_T$ we start from (leading starts at $t = 980$, as if that noise already held
-# a faint trace of an image), and $\eta > 0$ puts back fresh noise that lets later steps correct earlier
-# mistakes. An intermediate $\eta$ does better here than $\eta = 1$: with only 50 steps, the full DDPM-sized
-# noise costs detail that the remaining steps cannot restore. Song et al. saw the same on CIFAR-10 (their Table 1: FID 4.67 at
-# 50 DDIM steps against 3.17 for 1000-step DDPM, 1.47x): a few large deterministic steps cost quality.
+# A setting sampled with several seeds gives a mean and a spread. The setting with the best seed-0 row was
+# *chosen* on seed 0, so that row is the luckiest of several; its other seeds were not chosen, and their mean is
+# the fairer estimate. DDPM-1000 was not chosen among alternatives, so all of its seeds count:
+
+# %%
+import statistics
+by_setting = {}                                                          # setting -> {seed: FID}, at n = 1,000
+for key, r in ddpm_rows.items():
+    if r["n_samples"] == 1000:
+        by_setting.setdefault(key.split(" / seed=")[0], {})[r.get("seed", 0)] = r["fid"]
+ddpm_mean = statistics.mean(by_setting.get("ddpm / ddpm-1000 / n=1000", {}).values() or [float("nan")])
+for setting, fids in by_setting.items():
+    fresh = [f for seed, f in fids.items() if seed != 0]                  # the seeds no choice was made on
+    if len(fids) > 1 and "ddim" in setting and len(fresh) > 1:
+        print(f"{setting:<45} seeds {sorted(fids)}: mean FID {statistics.mean(fids.values()):.3f} "
+              f"({statistics.mean(fids.values()) / ddpm_mean:.2f}x DDPM-1000's mean {ddpm_mean:.3f}); "
+              f"seeds other than 0: {statistics.mean(fresh):.3f} ± {statistics.stdev(fresh):.3f} "
+              f"({statistics.mean(fresh) / ddpm_mean:.2f}x)")
+
+# %% [markdown]
+# Each row records the sha256 of the weights it measured, and the table lists only rows of the shipped ones
+# (two spacing rows at $\eta = 0$ were measured only on the earlier 17,000-step weights, where they were the worst
+# of all). What the knobs show at n = 1,000: the 1000-step sampler is the best of all, and each DDIM knob closes
+# part of the gap. **$\eta > 0$** puts back fresh noise that lets later steps correct earlier mistakes; on these
+# weights FID falls steadily from $\eta = 0.3$ to $\eta = 1$ (on the earlier weights an intermediate $\eta$ had
+# looked best, within the noise of one draw). The **timestep spacing** hardly matters once $\eta = 1$: trailing
+# starts at $t = 999$, the timestep whose marginal is the pure noise $x_T$ we start from (leading starts at
+# $t = 980$, as if that noise already held a faint trace of an image), but at $\eta = 1$ the fresh noise of the
+# first steps washes that difference out. Song et al. saw the same kind of gap on CIFAR-10 (their Table 1: FID 4.67
+# at 50 DDIM steps against 3.17 for 1000-step DDPM, 1.47x): a few large deterministic steps cost quality.
 #
-# The largest single gain is the **$\epsilon$ of the direction term**. Early on, $\hat x_0$ computed from $\epsilon_\theta$ lies far
+# The largest single gain at $\eta = 0$ is the **$\epsilon$ of the direction term**. Early on, $\hat x_0$ computed from $\epsilon_\theta$ lies far
 # outside $[-1, 1]$ (dividing by $\sqrt{\bar\alpha_t} \approx 0.03$ at $t = 980$ magnifies every error), so the scheduler clips it.
 # With the model's own $\epsilon$ the step then mixes a clipped $\hat x_0$ with a direction that still points at the
 # unclipped one: $x_s$ leaves the line between $x_t$ and the $\hat x_0$ it claims to use. Recomputing
 # $\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0) / \sqrt{1-\bar\alpha_t}$ (eq. 9 solved for $\epsilon$, as guided-diffusion's DDIM
-# always does) keeps the step consistent. Together with $\eta = 0.5$ it brought DDIM-50 to within the
-# course's 1.25x of DDPM-1000 on the 17,000-step weights, on seed 0 and again on seed 1. On the current weights
-# (the rows above) DDPM-1000 improved more than DDIM-50 did, and the same setting is within 1.25x on seed 1 but
-# not on seed 0. Compare the two `eta=0.5 clipped-eps` rows: one setting, one model, two draws of noise, and FID
-# moves by about as much as the gap between good and bad DDIM settings. At n = 1,000 read every difference in
-# this table against that spread. The model card `data/checkpoints/ddpm.md` keeps the comparison against the
-# course targets.
+# always does) keeps the step consistent: compare the `clipped-eps` row with plain DDIM-50 at $\eta = 0$. At
+# n = 5,000 (the two rows without `/ n=1000`) the same pair of knobs, $\eta = 0.5$ with the clipped $\epsilon$, takes
+# FID from the default's ratio 8.6 to 5.2.
+#
+# Now read every difference against the noise of one draw. The `eta=0.5 clipped-eps` rows are one setting and
+# one model sampled with four seeds, and FID moves between them by about as much as the gap between good and bad
+# DDIM settings. That is why the setting with the best seed-0 row is checked on fresh seeds and compared by its
+# mean (the cell above): a best-of-nine choice on one draw flatters itself. The model card
+# `data/checkpoints/ddpm.md` keeps the comparison against the course targets.
 
 # %% [markdown]
 # ## Metrics
