@@ -318,6 +318,8 @@ plt.tight_layout(); plt.show()
 
 # %%
 limited = [r for r in results.values() if r["model"] == "ddpm_cond" and r.get("guidance_interval")]
+if not limited:
+    print("no interval row measured on the shipped weights yet: run the command above to add one")
 print(f"{'row':<50}{'n':>7}{'class acc':>11}{'FID':>9}{'ratio':>8}")
 for r in sorted(sweep + limited, key=lambda r: (r["n_samples"], r["guidance_scale"], bool(r.get("guidance_interval")))):
     if r["n_samples"] in {q["n_samples"] for q in limited}:
