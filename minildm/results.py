@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from minildm.checkpoints import SHIPPED_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
-SHIPPED_DIR = ROOT / "data" / "checkpoints"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
