@@ -99,10 +99,15 @@ def interval_field(guidance_interval) -> dict:
 
 
 def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guidance_scale: float = 3.0,
-                    spacing: str = "leading", eta: float = 0.0, seed: int = 0, guidance_interval=None) -> dict:
+                    spacing: str = "leading", eta: float = 0.0, seed: int = 0, guidance_interval=None,
+                    name: str = "ddpm_cond") -> dict:
     """Chapter 02: guided samples of the class-conditional model, and its training speed against the chapter's
-    standard diffusers recipe (`UNet2DModel`, widths 32-64-128-256, class embeddings; `models/peers.py`)."""
-    model = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond"), device=device)
+    standard diffusers recipe (`UNet2DModel`, widths 32-64-128-256, class embeddings; `models/peers.py`).
+
+    `name="ddpm_cond_peer"`: that standard recipe itself, trained with `minildm train ddpm_cond_peer` (the
+    same-budget comparison), measured the same way."""
+    from minildm.recipes import DIFFUSION_RECIPES
+    model = checkpoints.load_model(DIFFUSION_RECIPES[name].model_class, checkpoints.find(name), device=device)
     ddpm, ddim = schedulers_for(model, guided=True, spacing=spacing, eta=eta)
     scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
@@ -111,7 +116,8 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
                             guidance_interval=guidance_interval)
     seconds = time.perf_counter() - start
     acc = metrics.class_accuracy(images, labels)
-    return {**metrics.fid_report(images), "model": "ddpm_cond", "sampler": sampler,
+    return {**metrics.fid_report(images), "model": name, "sampler": sampler,
+            "train_images_seen": model.meta.get("images_seen"),  # the budget, for same-budget comparisons
             "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
             "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta), **seed_field(seed),
             **interval_field(guidance_interval), "params": num_parameters(model),
@@ -230,10 +236,12 @@ def bench_ldm_text(n: int, sampler: str, steps: int, device, quick: bool, guidan
 
 
 BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "ldm_cond": bench_ldm_cond,
+           "ddpm_cond_peer": lambda *a, **kw: bench_ddpm_cond(*a, **kw, name="ddpm_cond_peer"),
            "ldm_text": bench_ldm_text,
            "ldm_text_tiny": lambda *a, **kw: bench_ldm_text(*a, **kw, name="ldm_text_tiny")}
 TEXT_MODELS = ("ldm_text", "ldm_text_tiny")
-DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ldm_cond")  # the benches that take --spacing and --eta
+DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ddpm_cond_peer", "ldm_cond")  # the benches that take --spacing and --eta
+GUIDED_MODELS = ("ddpm_cond", "ddpm_cond_peer", "ldm_cond")  # class-conditional: a row per guidance scale
 
 
 def shipped_models() -> list[str]:
@@ -282,9 +290,9 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
                          f"{sorted(set(models) - set(DDIM_OPTION_MODELS))}.")
     ddim_kw |= {"clipped_eps": True} if clipped_eps else {}
     if guidance_interval is not None:
-        if set(models) - {"ddpm_cond", "ldm_cond"}:
-            raise ValueError(f"--guidance-interval applies to ddpm_cond and ldm_cond only, not to "
-                             f"{sorted(set(models) - {'ddpm_cond', 'ldm_cond'})}.")
+        if set(models) - set(GUIDED_MODELS):
+            raise ValueError(f"--guidance-interval applies to {', '.join(GUIDED_MODELS)} only, not to "
+                             f"{sorted(set(models) - set(GUIDED_MODELS))}.")
         from minildm.pipelines.guided import check_guidance_interval
         interval_kw = {"guidance_interval": check_guidance_interval(guidance_interval)}
     else:
@@ -295,7 +303,7 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
                       f"floor at the same n (reported beside it).", stacklevel=2)
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    guided = ("ddpm_cond", "ldm_cond")
+    guided = GUIDED_MODELS
     jobs = []
     for name in models:  # a row per scale for guided models; and per prompt set for text models
         if name in TEXT_MODELS:

@@ -19,48 +19,52 @@ from minildm.checkpoints import SHIPPED_DIR, find, load_tensors
 
 RESULTS_JSON = Path(__file__).resolve().parent.parent / "results" / "metrics.json"
 
+# target name -> (label, goal, fn(rows of the card's weights, every row of results/metrics.json))
 TARGETS = {
     "ddpm": [
-        ("feature-FID ratio, DDPM 1000 steps", "≤ 1.5", lambda rows: _ratio(rows, "ddpm / ddpm-1000")),
-        ("the same, sampled again with seed 1", "≤ 1.5", lambda rows: _ratio(rows, "ddpm / ddpm-1000", seed=1)),
+        ("feature-FID ratio, DDPM 1000 steps", "≤ 1.5", lambda rows, every: _ratio(rows, "ddpm / ddpm-1000")),
+        ("the same, sampled again with seed 1", "≤ 1.5", lambda rows, every: _ratio(rows, "ddpm / ddpm-1000", seed=1)),
         ("DDIM-50 FID within 1.25x of DDPM-1000 FID (same n; leading spacing, eta 0)", "≤ 1.25",
-         lambda rows: _ddim_vs_ddpm(rows)),
+         lambda rows, every: _ddim_vs_ddpm(rows)),
         ("the same, best DDIM-50 setting measured (spacing, eta, eps from clipped x0)", "≤ 1.25",
-         lambda rows: _ddim_vs_ddpm(rows, best=True)),
+         lambda rows, every: _ddim_vs_ddpm(rows, best=True)),
         ("that setting checked on a fresh sampling seed (seed 1: DDIM-50 and DDPM-1000 both resampled)", "≤ 1.25",
-         lambda rows: _ddim_vs_ddpm(rows, best=True, seed=1)),
+         lambda rows, every: _ddim_vs_ddpm(rows, best=True, seed=1)),
         ("that setting, mean FID over the seeds not used to pick it / DDPM-1000's mean FID over its seeds (same n)",
-         "≤ 1.25", lambda rows: _ddim_vs_ddpm_mean(rows)),
+         "≤ 1.25", lambda rows, every: _ddim_vs_ddpm_mean(rows)),
         ("training speed vs diffusers UNet2DModel (same layout)", "≥ 1.3x",
-         lambda rows: _latest(rows, "speedup_vs_peer")),
+         lambda rows, every: _latest(rows, "speedup_vs_peer")),
     ],
     "ddpm_cond": [
         ("class accuracy at the best guidance scale (n ≥ 5,000)", "≥ 0.90",
-         lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
-        ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows: (_best_guided(rows) or {}).get("fid_ratio")),
-        ("the best scale", "", lambda rows: _best_scale_of(rows)),
+         lambda rows, every: (_best_guided(rows) or {}).get("class_accuracy")),
+        ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows, every: (_best_guided(rows) or {}).get("fid_ratio")),
+        ("the best scale", "", lambda rows, every: _best_scale_of(rows)),
         ("meanwhile at n = 1,000 (not the target's n: the floor is larger there, so ratios read much lower than "
          "at 5,000): the best scale's class accuracy, FID ratio", "",
-         lambda rows: _guided_summary(_best_guided(rows, min_n=1000, max_n=1000))),
+         lambda rows, every: _guided_summary(_best_guided(rows, min_n=1000, max_n=1000))),
         ("training speed vs chapter 02's standard diffusers recipe (UNet2DModel 32-64-128-256, class embeddings)",
-         "> 1x", lambda rows: _latest(rows, "speedup_vs_peer")),
+         "> 1x", lambda rows, every: _latest(rows, "speedup_vs_peer")),
+        ("that recipe trained on the same budget (`minildm train ddpm_cond_peer --steps` to the images seen here), "
+         "measured like the best scale's row: FID ratio and class accuracy, minildm vs diffusers",
+         "better on both", lambda rows, every: _vs_peer(rows, every)),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
-         lambda rows: (_best_guided(rows) or {}).get("train_speedup_vs_pixel")),
+         lambda rows, every: (_best_guided(rows) or {}).get("train_speedup_vs_pixel")),
         ("sampling s/image vs the pixel model (batch of 64, DDIM-50, CFG)", "≥ 10x",
-         lambda rows: (_best_guided(rows) or {}).get("sample_speedup_vs_pixel")),
+         lambda rows, every: (_best_guided(rows) or {}).get("sample_speedup_vs_pixel")),
         ("FID / the VAE's reconstruction FID at the same n (n ≥ 5,000)", "≤ 1.5",
-         lambda rows: (_best_guided(rows) or {}).get("fid_over_vae_recon_fid")),
+         lambda rows, every: (_best_guided(rows) or {}).get("fid_over_vae_recon_fid")),
         ("class accuracy at the best guidance scale (n ≥ 5,000)", "",
-         lambda rows: (_best_guided(rows) or {}).get("class_accuracy")),
-        ("the best row (sampler, guidance scale)", "", lambda rows: _sampler_label(_best_guided(rows))),
+         lambda rows, every: (_best_guided(rows) or {}).get("class_accuracy")),
+        ("the best row (sampler, guidance scale)", "", lambda rows, every: _sampler_label(_best_guided(rows))),
         ("the same ratio, that row sampled again with seed 1 (a check on a setting chosen on seed 0)", "≤ 1.5",
-         lambda rows: (_same_on_seed(rows, _best_guided(rows)) or {}).get("fid_over_vae_recon_fid")),
+         lambda rows, every: (_same_on_seed(rows, _best_guided(rows)) or {}).get("fid_over_vae_recon_fid")),
         ("the same FID over the VAE floor measured on n training images instead (seeds 0 and 1: how much the floor "
-         "moves with the images reconstructed)", "", lambda rows: _train_floor_ratios(_best_guided(rows))),
-        ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(15)),
-        ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows: _equal_time(60)),
+         "moves with the images reconstructed)", "", lambda rows, every: _train_floor_ratios(_best_guided(rows))),
+        ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _equal_time(15)),
+        ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _equal_time(60)),
     ],
 }
 
@@ -191,6 +195,26 @@ def _same_setting(a: dict, b: dict) -> bool:
     return all(a.get(f) == b.get(f) for f in fields)
 
 
+def _vs_peer(rows, every, peer: str = "ddpm_cond_peer"):
+    """The best guided row (n >= 5,000) against the peer's row measured alike on the same training budget, e.g.
+    "FID ratio 1.40 vs 2.10, accuracy 0.950 vs 0.900: better on both (1,344,000 images each)"."""
+    best = _best_guided(rows)
+    if not best:
+        return None
+    same = [r for r in every.values() if r.get("model") == peer and _same_setting({**r, "model": best["model"]}, best)
+            and r.get("seed", 0) == best.get("seed", 0)]
+    budget = best.get("train_images_seen")
+    matched = [r for r in same if budget is not None and r.get("train_images_seen") == budget]
+    if not matched:
+        have = sorted({r.get("train_images_seen") or 0 for r in same})
+        return (f"not measured yet: no {peer} row like the best one at {budget or 0:,} images seen"
+                + (f" (there are rows at {', '.join(f'{b:,}' for b in have)})" if have else ""))
+    p = matched[0]
+    better = best["fid_ratio"] < p["fid_ratio"] and best["class_accuracy"] > p["class_accuracy"]
+    return (f"FID ratio {best['fid_ratio']:.2f} vs {p['fid_ratio']:.2f}, accuracy {best['class_accuracy']:.3f} vs "
+            f"{p['class_accuracy']:.3f}: {'better on both' if better else 'not better on both'} ({budget:,} images each)")
+
+
 def _train_floor_ratios(row):
     """E.g. "1.30 / 1.47 (floors 0.538 / 0.475)": the best row's FID over the VAE's reconstruction FID of the
     real-vs-real floor's training subsets (seeds 0 and 1), which `bench_ldm_cond` records beside the test-image floor."""
@@ -257,7 +281,7 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
     lines = [
         f"# Model card: `{name}` ({header['class']})", "",
         f"{meta.get('description', '')}. Files: `{name}.safetensors` (EMA weights, fp16), `{name}.json` (config, "
-        f"sha256, the metadata below). Load with `minildm.checkpoints.load_model(UNet, minildm.checkpoints.find('{name}'))`.",
+        f"sha256, the metadata below). Load with `minildm.checkpoints.load_model({header['class']}, minildm.checkpoints.find('{name}'))`.",
         "", "This card is generated by `python -m minildm card " + name + "` from the checkpoint's metadata and the "
         "rows `minildm bench` wrote to `results/metrics.json`; no number in it is typed by hand.", "",
         "## Recipe", "", "```bash", f"python -m minildm train {name} --threads 1   # resumes runs/{name}/state if present",
@@ -269,7 +293,7 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
         (f"- Recipe length: {rc.get('steps'):,} steps" + (f"; the lr decays to 0 (cosine) over the last "
                                                           f"{rc['decay_steps']:,}" if rc.get("decay_steps") else "")
          + "." if rc.get("steps") else "- Recipe length: unknown."),
-        f"- Model: UNet, config `{json.dumps(config)}`.", "",
+        f"- Model: {header['class']}, config `{json.dumps(config)}`.", "",
         "## Training so far", "",
         f"- Steps: **{meta.get('steps', 0):,}** ({meta.get('images_seen', 0):,} images seen, "
         f"{meta.get('images_seen', 0) / 60000:.1f} epochs).",
@@ -308,7 +332,7 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
               "ending in `/ seed=1` adds `--seed 1`.", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]
     for label, goal, fn in TARGETS.get(name, []):
-        lines.append(f"| {label} | {goal} | {_fmt(fn(rows))} |")
+        lines.append(f"| {label} | {goal} | {_fmt(fn(rows, all_rows))} |")
     lines += ["", "Feature-FID uses the course classifier's features (`classifier.md`), not Inception: compare it only "
               "within this course, always beside the real-vs-real floor at the same n.", ""]
     path = out_dir / f"{name}.md"

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate samples from each shipped checkpoint, compute the harness metrics "
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
-    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, vae, ldm_cond, ldm_text, ldm_text_tiny, or a VAE snapshot vae_* (see --export-name)")
+    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, ddpm_cond_peer (chapter 02's diffusers recipe, once trained), vae, ldm_cond, ldm_text, ldm_text_tiny, or a VAE snapshot vae_* (see --export-name)")
     bench.add_argument("--guidance-scale", type=float, nargs="+", default=[3.0],
                        help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
                             "several values give a sweep, one row each")

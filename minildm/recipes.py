@@ -23,6 +23,7 @@ import torch
 
 from minildm.checkpoints import SHIPPED_DIR, load_model, load_state, save_model
 from minildm.data import load_tensors
+from minildm.models.peers import DiffusersUNet, PeerConfig
 from minildm.models.unet import UNet, UNetConfig
 from minildm.models.vae import VAE, VAEConfig, latent_scale
 from minildm.schedulers import DDPMScheduler
@@ -33,13 +34,17 @@ from minildm.vae_training import VAETrainConfig, load_vae_training_state, train_
 @dataclass(frozen=True)
 class DiffusionRecipe:
     name: str
-    model: UNetConfig
+    model: UNetConfig | PeerConfig  # PeerConfig: a diffusers UNet2DModel trained by the same loop (a peer recipe)
     train: TrainConfig
     beta_schedule: str = "cosine"
     prediction_type: str = "eps"
     num_train_timesteps: int = 1000
     description: str = ""
     latent_vae: str | None = None  # a latent model: trained on this VAE checkpoint's scaled latents (chapter 04)
+
+    @property
+    def model_class(self) -> type:
+        return DiffusersUNet if isinstance(self.model, PeerConfig) else UNet
 
     def scheduler(self) -> DDPMScheduler:
         return DDPMScheduler(self.num_train_timesteps, beta_schedule=self.beta_schedule,
@@ -83,7 +88,16 @@ LDM_F2 = dataclasses.replace(
     LDM_COND, name="ldm_f2", model=dataclasses.replace(LDM_COND.model, image_size=16), latent_vae="vae_f2",
     description="class-conditional latent diffusion with CFG on the vae_f2's 4x16x16 latents (chapter 04's f study)")
 
-DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND, LDM_F2)}
+# Chapter 02's same-budget comparison: the chapter's standard diffusers recipe (`UNet2DModel(num_class_embeds,
+# block_out_channels=(32, 64, 128, 256))`, 15.8M parameters) trained by the same loop with ddpm_cond's schedule,
+# label dropout and EMA, so that the comparison differs in the network alone. `--steps` sets the budget: the
+# comparison row needs as many images seen as the shipped ddpm_cond (~10 img/s on one CPU thread: use a GPU).
+DDPM_COND_PEER = dataclasses.replace(
+    DDPM_COND, name="ddpm_cond_peer", model=PeerConfig(layout="hf-course", num_classes=10),
+    description="chapter 02's standard diffusers recipe (UNet2DModel 32-64-128-256, class embeddings) trained "
+                "with ddpm_cond's recipe: the same-budget comparison")
+
+DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND, LDM_F2, DDPM_COND_PEER)}
 
 
 def latent_dataset(vae_name: str, cache_dir: str | Path = "runs/latents", device=None) -> torch.utils.data.TensorDataset:
@@ -185,10 +199,10 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
             note = f"from step {step:,}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             lineage.setdefault("changes", []).append(note)
             print(f"recipe changed since the last checkpoint ({note})")
-    model = UNet(recipe.model)
+    model = recipe.model_class(recipe.model)
     shipped = SHIPPED_DIR / f"{name}.safetensors"
     if not state.with_name("state.json").exists() and init_from_shipped and shipped.exists():
-        start = load_model(UNet, shipped)
+        start = load_model(recipe.model_class, shipped)
         load_state(model, start.state_dict(), str(shipped))
         lineage.update(init_from=str(shipped), steps_before=start.meta.get("steps", 0),
                        wall_clock_s=start.meta.get("wall_clock_s", 0.0), device_before=start.meta.get("device"),
@@ -267,7 +281,7 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
     if not state.with_name("state.json").exists():
         raise FileNotFoundError(f"no training state at {state}.json: start it with `minildm train {name}`.")
     lineage = json.loads(state.with_name("lineage.json").read_text())
-    ema, run_meta = load_training_state(state, UNet)
+    ema, run_meta = load_training_state(state, recipe.model_class)
     train_cfg = TrainConfig(**run_meta["train_config"])
     steps_total = lineage["steps_before"] + run_meta["step"]
     losses = run_meta["losses"][-100:]

@@ -185,6 +185,25 @@ def test_card_targets_use_the_best_guided_row_with_enough_samples():
     assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
 
 
+def test_card_compares_with_the_diffusers_recipe_only_at_the_same_budget_and_setting():
+    from minildm.cards import _vs_peer
+    like = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.0, "ddim_eps_from_clipped_x0": True,
+            "timestep_spacing": "leading", "eta": 0.0, "n_samples": 5000}
+    ours = {"a": {**like, "model": "ddpm_cond", "class_accuracy": 0.95, "fid_ratio": 2.0, "train_images_seen": 1000}}
+    peer = {**like, "model": "ddpm_cond_peer", "class_accuracy": 0.92, "fid_ratio": 3.0}
+    assert _vs_peer(ours, {}).startswith("not measured yet: no ddpm_cond_peer row like the best one at 1,000")
+    every = {"p": {**peer, "train_images_seen": 500}}                     # another budget: not compared
+    assert _vs_peer(ours, every).endswith("(there are rows at 500)")
+    every["q"] = {**peer, "train_images_seen": 1000, "guidance_scale": 3.0}  # another scale: not compared
+    assert _vs_peer(ours, every).startswith("not measured yet")
+    every["r"] = {**peer, "train_images_seen": 1000}
+    assert _vs_peer(ours, every) == ("FID ratio 2.00 vs 3.00, accuracy 0.950 vs 0.920: better on both "
+                                     "(1,000 images each)")
+    every["r"]["class_accuracy"] = 0.97
+    assert "not better on both" in _vs_peer(ours, every)
+    assert _vs_peer({}, every) is None
+
+
 def test_card_compares_the_best_ddim_setting_over_fresh_seeds():
     from minildm.cards import _ddim_vs_ddpm_mean
     base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000}
@@ -341,7 +360,7 @@ def test_guidance_interval_reaches_the_latent_bench_and_its_row_key(tmp_path, mo
                          guidance_scale=2.0, guidance_interval=(30, 90))
     assert rows[0]["guidance_interval"] == [30, 90] and len(rows[0]["vae_recon_fid_train_same_n"]) == 2
     assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=2 in (30, 90] / n=20"
-    with pytest.raises(ValueError, match=r"--guidance-interval applies to ddpm_cond and ldm_cond only, not to \['ddpm'\]"):
+    with pytest.raises(ValueError, match=r"--guidance-interval applies to ddpm_cond, ddpm_cond_peer, ldm_cond only, not to \['ddpm'\]"):
         bench.run(["ddpm"], n=8, guidance_interval=(30, 90), quick=True)
     from minildm.cards import _sampler_label
     assert _sampler_label(rows[0]) == "ddim-2, s = 2 for t in (30, 90]"
