@@ -68,6 +68,23 @@ def test_notebooks_match_their_sources_and_carry_outputs():
         assert not any(o.get("output_type") == "error" for o in outputs), f"{path.name} was saved with an error"
 
 
+def test_notebook_sources_are_clean_percent_format():
+    # a LaTeX command written in a Python string without a raw prefix loses its backslash ("\text" -> tab + "ext",
+    # "\frac" -> form feed + "rac"); the Markdown then renders broken maths, so catch the control characters
+    bad, uncommented = {}, {}
+    for path in sorted((ROOT / "notebooks" / "_src").rglob("*.py")):
+        kind = None
+        for i, line in enumerate(path.read_text().split("\n"), 1):  # not splitlines: it splits at \f too
+            if any(ord(ch) < 32 for ch in line):
+                bad.setdefault(path.name, []).append(i)
+            if line.startswith("# %%"):
+                kind = "markdown" if "[markdown]" in line else "code"
+            elif kind == "markdown" and line.strip() and not line.startswith("#"):
+                uncommented.setdefault(path.name, []).append(i)  # jupytext would read it as code
+    assert not bad, f"control characters (a lost backslash?) at lines {bad}"
+    assert not uncommented, f"Markdown lines without '# ' (percent format) at lines {uncommented}"
+
+
 def test_every_notebook_starts_with_the_colab_cell_which_is_a_no_op_here(tmp_path, monkeypatch):
     import json
     import os
