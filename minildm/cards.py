@@ -39,7 +39,7 @@ TARGETS = {
         ("class accuracy at the best guidance scale (n ≥ 5,000)", "≥ 0.90",
          lambda rows, every: (_best_guided(rows) or {}).get("class_accuracy")),
         ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows, every: (_best_guided(rows) or {}).get("fid_ratio")),
-        ("the best scale", "", lambda rows, every: _best_scale_of(rows)),
+        ("the best row (sampler, guidance scale)", "", lambda rows, every: _best_scale_of(rows)),
         ("meanwhile at n = 1,000 (not the target's n: the floor is larger there, so ratios read much lower than "
          "at 5,000): the best scale's class accuracy, FID ratio", "",
          lambda rows, every: _guided_summary(_best_guided(rows, min_n=1000, max_n=1000))),
@@ -48,6 +48,10 @@ TARGETS = {
         ("that recipe trained on the same budget (`minildm train ddpm_cond_peer --steps` to the images seen here), "
          "measured like the best scale's row: FID ratio and class accuracy, minildm vs diffusers",
          "better on both", lambda rows, every: _vs_peer(rows, every)),
+        ("meanwhile, both trained from scratch on a smaller equal budget (`python -m minildm.studies train "
+         "ddpm_cond_peer --steps N`, then `eval`, and the same for ddpm_cond; `results/equal_images.json`): "
+         "FID ratio and class accuracy, minildm vs diffusers", "",
+         lambda rows, every: _study("equal_images_summary")()),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
@@ -63,18 +67,16 @@ TARGETS = {
          lambda rows, every: (_same_on_seed(rows, _best_guided(rows)) or {}).get("fid_over_vae_recon_fid")),
         ("the same FID over the VAE floor measured on n training images instead (seeds 0 and 1: how much the floor "
          "moves with the images reconstructed)", "", lambda rows, every: _train_floor_ratios(_best_guided(rows))),
-        ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _equal_time(15)),
-        ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _equal_time(60)),
+        ("FID at 15 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _study("equal_time_ratio")(15)),
+        ("FID at 60 training minutes, latent / pixel (from scratch, n = 5,000)", "< 1", lambda rows, every: _study("equal_time_ratio")(60)),
     ],
 }
 
 
-def _equal_time(minutes):
-    """Latent FID over pixel FID at equal training wall-clock, from `python -m minildm.studies eval` (n >= 5,000)."""
-    path = Path(__file__).resolve().parent.parent / "results" / "equal_time.json"
-    rows = json.loads(path.read_text()).values() if path.exists() else []
-    at = {r["recipe"]: r["fid"] for r in rows if r["train_minutes"] == minutes and r["n_samples"] >= 5000}
-    return round(at["ldm_cond"] / at["ddpm_cond"], 3) if {"ldm_cond", "ddpm_cond"} <= set(at) else None
+def _study(name):
+    """A summary function of `minildm.studies` (imported when a card needs it: the studies read their own results)."""
+    from minildm import studies
+    return getattr(studies, name)
 
 
 def _row(rows, prefix, seed: int = 0):
@@ -163,20 +165,21 @@ def _best_guided(rows, min_n: int = 5000, max_n: int | None = None):
 
 
 def _best_scale_of(rows, min_n: int = 5000):
-    """E.g. "2 (of the scales measured at n ≥ 5,000: 2, 3)": the best scale, and how many it was chosen from."""
+    """E.g. "ddim-50, s = 2 (of the scales measured at n ≥ 5,000: 2, 3)": the best row's sampler and scale, and the
+    scales it was chosen from."""
     best = _best_guided(rows, min_n)
     if not best:
         return None
     scales = sorted({r["guidance_scale"] for r in rows.values() if r.get("n_samples", 0) >= min_n
                      and r.get("class_accuracy") is not None and not r.get("seed")})
-    return f"{best['guidance_scale']:g} (of the scales measured at n ≥ {min_n:,}: {', '.join(f'{s:g}' for s in scales)})"
+    return f"{_sampler_label(best)} (of the scales measured at n ≥ {min_n:,}: {', '.join(f'{s:g}' for s in scales)})"
 
 
 def _guided_summary(row):
-    """E.g. "s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"."""
+    """E.g. "ddim-50, s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"."""
     if not row:
         return None
-    return (f"s = {row['guidance_scale']:g}: accuracy {row['class_accuracy']:.3f}, FID ratio {row['fid_ratio']:.2f} "
+    return (f"{_sampler_label(row)}: accuracy {row['class_accuracy']:.3f}, FID ratio {row['fid_ratio']:.2f} "
             f"(n = {row['n_samples']:,})")
 
 
@@ -326,8 +329,8 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
     sweep = (" --guidance-scale " + " ".join(f"{s:g}" for s in scales)) if scales else ""
     ddpm_n = max((r["n_samples"] for r in rows.values() if r.get("sampler") == "ddpm"), default=1000)
     lines += ["", "Commands: `python -m minildm bench " + name + sweep + " -n 5000` (DDIM-50) and "
-              "`python -m minildm bench " + name + sweep + f" --sampler ddpm -n {ddpm_n}` (DDPM-1000); a DDIM row "
-              "named `trailing` or `eta=...` adds `--spacing trailing` or `--eta ...`, one named `clipped-eps` adds "
+              "`python -m minildm bench " + name + sweep + f" --sampler ddpm -n {ddpm_n}` (DDPM-1000); a row named "
+              "`ddim-100` adds `--steps 100`, a DDIM row named `trailing` or `eta=...` adds `--spacing trailing` or `--eta ...`, one named `clipped-eps` adds "
               "`--clipped-eps`, one with `s=3 in (100, 600]` adds `--guidance-scale 3 --guidance-interval 100 600`, and one "
               "ending in `/ seed=1` adds `--seed 1`.", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]

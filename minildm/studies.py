@@ -1,4 +1,5 @@
-"""Chapter 04's measured studies: pixel vs latent diffusion at equal training wall-clock, and the cost table.
+"""Measured studies: chapter 04's pixel vs latent diffusion at equal training wall-clock and its cost table, and
+chapter 02's minildm vs diffusers UNet at an equal number of training images.
 
 An *arm* is a diffusion recipe trained from scratch with a wall-clock budget: `train_arm` stops at each mark
 (e.g. 5, 15, 30, 60 minutes of training; resuming from the run's checkpoint between marks is exact) and
@@ -7,15 +8,18 @@ with the harness (feature-FID against the test set, class accuracy). The pixel r
 `ldm_cond` is f = 4; `ldm_f2` (with `vae_f2`) is f = 2: FID against training time for each f is a miniature
 of the LDM paper's downsampling-factor study. `cost_table` measures, in one process and in alternating rounds
 so machine load hits both alike: parameters, training images/s, sampling seconds per image, and memory.
+With `--steps` instead of `--minutes` an arm is trained from scratch for that many steps (the same images for
+`ddpm_cond` and its diffusers peer `ddpm_cond_peer`) and scored into `results/equal_images.json`.
 
     python -m minildm.studies train ddpm_cond --minutes 15 60     # one arm per process; two run side by side
     python -m minildm.studies eval ddpm_cond --minutes 15 60 --n 5000
     python -m minildm.studies cost
+    python -m minildm.studies train ddpm_cond_peer --steps 1000   # then: eval ddpm_cond_peer --steps 1000
 
 References:
     Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022, §4.1 and
     Fig. 6 (FID against training progress for f in {1, 2, 4, 8, 16, 32}).
-Derived in notebooks/04_latent_diffusion.ipynb.
+Derived in notebooks/04_latent_diffusion.ipynb (equal time) and notebooks/02_class_conditional.ipynb (equal images).
 """
 from __future__ import annotations
 
@@ -34,12 +38,14 @@ from minildm.bench import guided_batched, latent_batched, schedulers_for
 from minildm.speed import compare_throughput, num_parameters
 from minildm.data import load_tensors
 from minildm.models.unet import UNet
-from minildm.recipes import DIFFUSION_RECIPES, device_description, export_run, latent_dataset
+from minildm.recipes import DIFFUSION_RECIPES, device_description, export_run, latent_dataset, train_recipe
 from minildm.training import train_diffusion
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_DIR = Path("runs/equal_time")
 RESULTS = ROOT / "results" / "equal_time.json"
+BUDGET_DIR = Path("runs/equal_images")
+BUDGET_RESULTS = ROOT / "results" / "equal_images.json"
 COST_RESULTS = ROOT / "results" / "cost_table.json"
 
 
@@ -111,6 +117,32 @@ def _load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def score(unet, vae, n: int, guidance_scale: float, steps: int = 50, device=None) -> dict:
+    """Harness numbers of one checkpoint: n CFG samples (DDIM, seed 0, every class equally often), feature-FID
+    against the test set with its real-vs-real floor at the same n, class accuracy, sampling seconds per image."""
+    labels = torch.arange(n) % unet.config.num_classes
+    start = time.perf_counter()
+    images = sample_images(unet, vae, labels, guidance_scale, steps, device=device)
+    seconds = time.perf_counter() - start
+    acc = metrics.class_accuracy(images, labels)
+    fid = metrics.fid_report(images)
+    return {"steps": unet.meta["steps"], "images_seen": unet.meta["images_seen"],
+            "train_seconds": unet.meta["wall_clock_s"], "n_samples": n, "fid": fid["fid"],
+            "fid_floor": fid["fid_floor"], "fid_ratio": fid["fid"] / fid["fid_floor"],
+            "class_accuracy": round(acc["overall"], 4), "guidance_scale": guidance_scale,
+            "sampler": f"ddim-{steps}", "params": num_parameters(unet), "sample_s_per_img": round(seconds / n, 4),
+            "train_device": unet.meta["device"], "date": unet.meta["date"]}
+
+
+def _write_row(out: Path, key: str, row: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:  # arms are evaluated side by side: one writer at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = _load_results(out)
+        results[key] = row
+        write_json_atomic(out, dict(sorted(results.items())))
+
+
 def eval_arm(name: str, minutes: list[float], n: int = 1000, guidance_scale: float = 2.0, steps: int = 50,
              run_dir: str | Path = STUDY_DIR, device=None, out: Path = RESULTS) -> dict:
     """Score each snapshot of an arm (FID with n samples, class accuracy); rows are written as they finish."""
@@ -121,29 +153,70 @@ def eval_arm(name: str, minutes: list[float], n: int = 1000, guidance_scale: flo
             raise FileNotFoundError(f"no snapshot {path}: train it first with "
                                     f"`python -m minildm.studies train {name} --minutes {mark:g}`.")
         unet, vae = load_pair(path, device)
-        labels = torch.arange(n) % unet.config.num_classes
-        start = time.perf_counter()
-        images = sample_images(unet, vae, labels, guidance_scale, steps, device=device)
-        seconds = time.perf_counter() - start
-        acc = metrics.class_accuracy(images, labels)
-        fid = metrics.fid_report(images)
         row = {"recipe": name, "f": 32 // unet.config.image_size, "train_minutes": mark,
-               "train_seconds": unet.meta["wall_clock_s"], "steps": unet.meta["steps"],
-               "images_seen": unet.meta["images_seen"], "n_samples": n, "fid": fid["fid"],
-               "fid_floor": fid["fid_floor"], "class_accuracy": round(acc["overall"], 4),
-               "guidance_scale": guidance_scale, "sampler": f"ddim-{steps}", "params": num_parameters(unet),
-               "sample_s_per_img": round(seconds / n, 4), "train_device": unet.meta["device"],
-               "date": unet.meta["date"]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out.with_suffix(".lock"), "w") as lock:  # arms are evaluated side by side: one writer at a time
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            results = _load_results(out)
-            results[f"{name} / {mark:g} min / n={n}"] = row
-            write_json_atomic(out, dict(sorted(results.items())))
+               **score(unet, vae, n, guidance_scale, steps, device)}
+        _write_row(out, f"{name} / {mark:g} min / n={n}", row)
         rows[mark] = row
         print(f"{name} at {mark:g} min ({row['steps']} steps): FID {row['fid']:.3f} (n={n}), "
               f"accuracy {row['class_accuracy']:.3f}", flush=True)
     return rows
+
+
+def budget_snapshot(name: str, steps: int, run_dir: str | Path = BUDGET_DIR) -> Path:
+    return Path(run_dir) / f"{steps}steps" / "snapshots" / f"{name}.safetensors"
+
+
+def train_budget_arm(name: str, steps: int, run_dir: str | Path = BUDGET_DIR, device=None,
+                     progress: bool = True) -> Path:
+    """Chapter 02's same-budget comparison, from scratch: recipe `name` trained for `steps` steps (its own lr
+    schedule, the cosine decay over the last min(decay_steps, steps)) and exported. `ddpm_cond` and
+    `ddpm_cond_peer` share the TrainConfig and its seeds, so at one `steps` they see the same images in the same
+    order, with the same noise, timesteps and dropped labels: the arms differ in the network alone."""
+    out = budget_snapshot(name, steps, run_dir)
+    if out.exists():
+        return out
+    train_recipe(name, steps, run_dir=out.parent.parent, device=device, export=False, init_from_shipped=False,
+                 progress=progress)  # resumes exactly if stopped
+    return export_run(name, out.parent.parent, out.parent)
+
+
+def eval_budget_arm(name: str, steps: int, n: int = 1000, guidance_scale: float = 1.5, run_dir: str | Path = BUDGET_DIR,
+                    device=None, out: Path = BUDGET_RESULTS) -> dict:
+    """Score the arm `train_budget_arm` exported (DDIM-50 with CFG, as `minildm bench`)."""
+    path = budget_snapshot(name, steps, run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"no snapshot {path}: train it first with "
+                                f"`python -m minildm.studies train {name} --steps {steps}`.")
+    model = checkpoints.load_model(_recipe(name).model_class, path, device=device or "cpu")
+    row = {"recipe": name, **score(model, None, n, guidance_scale, device=device)}
+    _write_row(out, f"{name} / {steps} steps / s={guidance_scale:g} / n={n}", row)
+    print(f"{name} at {steps} steps ({row['images_seen']:,} images): FID {row['fid']:.3f}, floor "
+          f"{row['fid_floor']:.3f} (n={n}), accuracy {row['class_accuracy']:.3f}", flush=True)
+    return row
+
+
+def equal_images_summary(path: Path = BUDGET_RESULTS) -> str | None:
+    """ddpm_cond vs its diffusers peer trained from scratch on the same images (`minildm.studies --steps`), at the
+    largest budget where both were scored alike: "FID ratio 3.10 vs 4.20, accuracy 0.900 vs 0.710: better on both
+    (128,000 images each; n = 1,000, s = 1.5, ddim-50)"."""
+    rows = list(json.loads(path.read_text()).values()) if path.exists() else []
+    alike = lambda r: (r["images_seen"], r["n_samples"], r["guidance_scale"], r["sampler"])  # noqa: E731
+    pairs = {alike(a): (a, b) for a in rows for b in rows
+             if a["recipe"] == "ddpm_cond" and b["recipe"] == "ddpm_cond_peer" and alike(a) == alike(b)}
+    if not pairs:
+        return None
+    a, b = pairs[max(pairs)]
+    better = a["fid_ratio"] < b["fid_ratio"] and a["class_accuracy"] > b["class_accuracy"]
+    return (f"FID ratio {a['fid_ratio']:.2f} vs {b['fid_ratio']:.2f}, accuracy {a['class_accuracy']:.3f} vs "
+            f"{b['class_accuracy']:.3f}: {'better on both' if better else 'not better on both'} "
+            f"({a['images_seen']:,} images each; n = {a['n_samples']:,}, s = {a['guidance_scale']:g}, {a['sampler']})")
+
+
+def equal_time_ratio(minutes: float, path: Path = RESULTS) -> float | None:
+    """Latent FID over pixel FID at equal training wall-clock, from `python -m minildm.studies eval` (n >= 5,000)."""
+    rows = json.loads(path.read_text()).values() if path.exists() else []
+    at = {r["recipe"]: r["fid"] for r in rows if r["train_minutes"] == minutes and r["n_samples"] >= 5000}
+    return round(at["ldm_cond"] / at["ddpm_cond"], 3) if {"ldm_cond", "ddpm_cond"} <= set(at) else None
 
 
 def activation_bytes(model, x_t, t, cond) -> int:
@@ -221,9 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     for cmd in ("train", "eval"):
         p = sub.add_parser(cmd)
         p.add_argument("recipe")
-        p.add_argument("--minutes", type=float, nargs="+", required=True)
+        budget = p.add_mutually_exclusive_group(required=True)
+        budget.add_argument("--minutes", type=float, nargs="+", help="wall-clock marks (chapter 04's equal time)")
+        budget.add_argument("--steps", type=int, help="a step budget from scratch (chapter 02's equal images)")
         p.add_argument("--n", type=int, default=1000)
-        p.add_argument("--guidance-scale", type=float, default=2.0)
+        p.add_argument("--guidance-scale", type=float, default=None, help="default 2 (--minutes), 1.5 (--steps)")
     cost = sub.add_parser("cost")
     cost.add_argument("--rounds", type=int, default=3)
     sub.add_parser("promote").add_argument("recipe", nargs="?", default="ldm_cond")
@@ -233,11 +308,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.command == "train":
+    if args.command == "train" and args.steps:
+        print(train_budget_arm(args.recipe, args.steps, device=args.device))
+    elif args.command == "train":
         for path in train_arm(args.recipe, args.minutes, device=args.device):
             print(path)
+    elif args.command == "eval" and args.steps:
+        eval_budget_arm(args.recipe, args.steps, n=args.n, guidance_scale=args.guidance_scale or 1.5,
+                        device=args.device)
     elif args.command == "eval":
-        eval_arm(args.recipe, args.minutes, n=args.n, guidance_scale=args.guidance_scale, device=args.device)
+        eval_arm(args.recipe, args.minutes, n=args.n, guidance_scale=args.guidance_scale or 2.0, device=args.device)
     elif args.command == "cost":
         row = cost_table(rounds=args.rounds, device=args.device)
         write_json_atomic(COST_RESULTS, row)

@@ -165,18 +165,22 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
 
 def test_card_targets_use_the_best_guided_row_with_enough_samples():
     from minildm.cards import _best_guided, _best_scale_of, _ddim_vs_ddpm, _guided_summary
-    rows = {"a / s=1": {"n_samples": 5000, "class_accuracy": 0.8, "fid_ratio": 3.0, "guidance_scale": 1.0},
-            "a / s=3": {"n_samples": 5000, "class_accuracy": 0.93, "fid_ratio": 5.0, "guidance_scale": 3.0},
-            "a / s=5": {"n_samples": 5000, "class_accuracy": 0.95, "fid_ratio": 6.0, "guidance_scale": 5.0},
-            "a / s=2 / n=100": {"n_samples": 100, "class_accuracy": 0.99, "fid_ratio": 1.0, "guidance_scale": 2.0},
-            "a / s=4 / n=200": {"n_samples": 200, "class_accuracy": 0.97, "fid_ratio": 2.0, "guidance_scale": 4.0}}
+    ddim = {"sampler": "ddim", "steps": 50}
+    rows = {"a / s=1": {"n_samples": 5000, "class_accuracy": 0.8, "fid_ratio": 3.0, "guidance_scale": 1.0, **ddim},
+            "a / s=3": {"n_samples": 5000, "class_accuracy": 0.93, "fid_ratio": 5.0, "guidance_scale": 3.0, **ddim},
+            "a / s=5": {"n_samples": 5000, "class_accuracy": 0.95, "fid_ratio": 6.0, "guidance_scale": 5.0, **ddim},
+            "a / s=2 / n=100": {"n_samples": 100, "class_accuracy": 0.99, "fid_ratio": 1.0, "guidance_scale": 2.0, **ddim},
+            "a / s=4 / n=200": {"n_samples": 200, "class_accuracy": 0.97, "fid_ratio": 2.0, "guidance_scale": 4.0, **ddim}}
     assert _best_guided(rows)["class_accuracy"] == 0.93     # lowest ratio among the >= 0.9 rows, n >= 5,000
     assert _best_guided(rows, min_n=100)["fid_ratio"] == 1.0  # smaller rows count only when asked for
     assert _best_guided(rows, min_n=200, max_n=200)["guidance_scale"] == 4.0  # one n only: ratios of one floor
-    assert _best_scale_of(rows) == "3 (of the scales measured at n ≥ 5,000: 1, 3, 5)"
+    assert _best_scale_of(rows) == "ddim-50, s = 3 (of the scales measured at n ≥ 5,000: 1, 3, 5)"
+    rows["a / s=3 trailing"] = {**rows["a / s=3"], "fid_ratio": 4.0, "timestep_spacing": "trailing"}
+    assert _best_scale_of(rows) == "ddim-50 trailing eta 0, s = 3 (of the scales measured at n ≥ 5,000: 1, 3, 5)"
+    del rows["a / s=3 trailing"]
     assert _best_scale_of({}) is None
-    assert _guided_summary({"guidance_scale": 2.0, "class_accuracy": 0.9671, "fid_ratio": 2.904, "n_samples": 1000}) \
-        == "s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"
+    assert _guided_summary({"guidance_scale": 2.0, "class_accuracy": 0.9671, "fid_ratio": 2.904, "n_samples": 1000,
+                            **ddim}) == "ddim-50, s = 2: accuracy 0.967, FID ratio 2.90 (n = 1,000)"
     assert _guided_summary(None) is None
     del rows["a / s=3"], rows["a / s=5"]
     assert _best_guided(rows)["class_accuracy"] == 0.8      # none reaches 0.9: the most accurate

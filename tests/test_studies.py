@@ -85,3 +85,50 @@ def test_latent_recipe_is_the_cheap_one():
     latent, pixel = recipes.LDM_COND.model, recipes.DDPM_COND.model
     assert latent.image_size ** 2 * 16 == pixel.image_size ** 2
     assert sum(p.numel() for p in UNet(latent).parameters()) < sum(p.numel() for p in UNet(pixel).parameters()) / 3
+
+
+def test_budget_arms_see_the_same_images_and_are_scored_alike(tmp_path, monkeypatch):
+    from minildm.models.peers import DiffusersUNet, PeerConfig
+    train = TrainConfig(steps=10_000, batch_size=4, checkpoint_every=1000, warmup_steps=1, p_uncond=0.1, hflip=False)
+    mine = dataclasses.replace(recipes.DDPM_COND, model=UNetConfig(image_size=32, num_classes=10, **TINY), train=train)
+    peer = dataclasses.replace(recipes.DDPM_COND_PEER, model=PeerConfig(layout="same-layout", num_classes=10),
+                               train=train)
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm_cond", mine)
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm_cond_peer", peer)
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(16, 1, 32, 32, generator=g) * 2 - 1,
+                                          torch.randint(0, 10, (16,), generator=g))
+    monkeypatch.setattr(recipes, "load_tensors", lambda split: data)
+    out = tmp_path / "equal_images.json"
+    with pytest.raises(FileNotFoundError, match="python -m minildm.studies train ddpm_cond_peer --steps 3"):
+        studies.eval_budget_arm("ddpm_cond_peer", 3, run_dir=tmp_path, out=out)
+    a = studies.train_budget_arm("ddpm_cond", 3, run_dir=tmp_path, progress=False)
+    b = studies.train_budget_arm("ddpm_cond_peer", 3, run_dir=tmp_path, progress=False)
+    ma, mb = load_model(UNet, a), load_model(DiffusersUNet, b)
+    assert ma.meta["images_seen"] == mb.meta["images_seen"] == 12      # the budget: 3 steps of 4 images, from scratch
+    assert ma.meta["changes"] == [] and mb.meta["steps"] == 3           # not warm-started from shipped weights
+    monkeypatch.setattr(studies, "train_recipe", lambda *a, **k: pytest.fail("an exported arm is not trained again"))
+    assert studies.train_budget_arm("ddpm_cond", 3, run_dir=tmp_path) == a
+    assert studies.equal_images_summary(out) is None                    # nothing scored yet
+    rows = [studies.eval_budget_arm(name, 3, n=10, run_dir=tmp_path, out=out) for name in ("ddpm_cond", "ddpm_cond_peer")]
+    saved = json.loads(out.read_text())
+    assert saved["ddpm_cond_peer / 3 steps / s=1.5 / n=10"] == rows[1]
+    assert rows[1]["params"] > rows[0]["params"] and rows[0]["sampler"] == "ddim-50"
+    assert all(0 <= r["class_accuracy"] <= 1 and r["fid_ratio"] == r["fid"] / r["fid_floor"] for r in rows)
+    summary = studies.equal_images_summary(out)
+    assert summary.startswith(f"FID ratio {rows[0]['fid_ratio']:.2f} vs {rows[1]['fid_ratio']:.2f}")
+    assert summary.endswith("(12 images each; n = 10, s = 1.5, ddim-50)")
+
+
+def test_equal_images_summary_pairs_only_rows_measured_alike(tmp_path):
+    def row(recipe, images, fid_ratio, acc, n=1000):
+        return {"recipe": recipe, "images_seen": images, "n_samples": n, "guidance_scale": 1.5, "sampler": "ddim-50",
+                "fid_ratio": fid_ratio, "class_accuracy": acc}
+    path = tmp_path / "equal_images.json"
+    path.write_text(json.dumps({"a": row("ddpm_cond", 128_000, 2.0, 0.9), "b": row("ddpm_cond_peer", 128_000, 3.0, 0.8),
+                                "c": row("ddpm_cond", 256_000, 1.5, 0.95),  # no peer at this budget: not a pair
+                                "d": row("ddpm_cond_peer", 128_000, 1.0, 0.99, n=5000)}))  # another n: not a pair
+    assert studies.equal_images_summary(path) == ("FID ratio 2.00 vs 3.00, accuracy 0.900 vs 0.800: better on both "
+                                                   "(128,000 images each; n = 1,000, s = 1.5, ddim-50)")
+    path.write_text(json.dumps({"a": row("ddpm_cond", 128_000, 2.0, 0.7), "b": row("ddpm_cond_peer", 128_000, 3.0, 0.8)}))
+    assert "not better on both" in studies.equal_images_summary(path)
