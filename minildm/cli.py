@@ -45,6 +45,10 @@ def _train(args) -> int:
         print(f"minildm train: unknown recipe {args.recipe!r}; choose from {', '.join(recipes)} "
               f"(or `minildm train --list`).", file=sys.stderr)
         return 2
+    if args.batch_size is not None and (args.recipe not in DIFFUSION_RECIPES or args.batch_size < 1):
+        print(f"minildm train: --batch-size {args.batch_size} needs a diffusion recipe "
+              f"({', '.join(DIFFUSION_RECIPES)}) and a positive size.", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -64,7 +68,7 @@ def _train(args) -> int:
         path = export_run(args.recipe, args.run_dir, args.out_dir or SHIPPED_DIR, args.export_name)
     else:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
-                            export=not args.no_export)
+                            export=not args.no_export, batch_size=args.batch_size)
     print(f"saved {path}")
     return 0
 
@@ -217,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
     train.add_argument("--steps", type=int, default=None,
                        help="total optimisation steps for diffusion recipes (epochs for the classifier)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="override a diffusion recipe's batch size (the card states it), e.g. 512 on a GPU")
     train.add_argument("--run-dir", default="runs", help="where resumable training state is kept (default: runs/)")
     train.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     train.add_argument("--threads", type=int, default=None,

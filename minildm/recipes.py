@@ -169,19 +169,24 @@ def device_description(device: torch.device) -> str:
 
 def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
                  export: bool = True, init_from_shipped: bool = True, progress: bool = True,
-                 out_dir: str | Path = SHIPPED_DIR) -> Path:
+                 out_dir: str | Path = SHIPPED_DIR, batch_size: int | None = None) -> Path:
     """Train (or resume) a diffusion recipe and export its EMA weights; returns the exported path.
 
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
     the shipped checkpoint's weights (fresh optimiser) so a training budget can be spread over sessions.
+    `batch_size` overrides the recipe's (e.g. a continuation on a GPU, where a step of 512 costs about what one
+    of 128 does); the card states it and `images_seen` counts each part at its own batch size.
     """
     if name in VAE_RECIPES:
+        if batch_size is not None:
+            raise ValueError("batch_size= applies to the diffusion recipes only.")
         return train_vae_recipe(name, steps, run_dir, device, export, progress, out_dir)
     if name not in DIFFUSION_RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES)}.")
     recipe = DIFFUSION_RECIPES[name]
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_cfg = dataclasses.replace(recipe.train, steps=steps) if steps else recipe.train
+    train_cfg = dataclasses.replace(recipe.train, **{k: v for k, v in {"steps": steps, "batch_size": batch_size}.items()
+                                                      if v is not None})
     state = Path(run_dir) / name / "state"
     lineage_path = state.with_name("lineage.json")  # what this run started from, and time spent so far
     if state.with_name("state.json").exists() and lineage_path.exists():
@@ -205,6 +210,7 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
         start = load_model(recipe.model_class, shipped)
         load_state(model, start.state_dict(), str(shipped))
         lineage.update(init_from=str(shipped), steps_before=start.meta.get("steps", 0),
+                       images_before=start.meta.get("images_seen", 0),
                        wall_clock_s=start.meta.get("wall_clock_s", 0.0), device_before=start.meta.get("device"),
                        inherited_changes=start.meta.get("changes", []))  # the card keeps the whole history
         print(f"starting from the shipped weights {shipped} ({lineage['steps_before']} steps)")
@@ -261,7 +267,7 @@ def _history(lineage: dict, train_cfg: TrainConfig | None = None) -> list[str]:
                  else "")  # the card's wall-clock adds up both parts
         if train_cfg is not None:  # the continuation's own schedule (its --steps), which the recipe lines above do not show
             decay = min(train_cfg.decay_steps, train_cfg.steps)
-            where += (f"; it ran {train_cfg.steps:,} steps at lr {train_cfg.lr:g} after a {train_cfg.warmup_steps:,}-step "
+            where += (f"; it ran {train_cfg.steps:,} steps of batch {train_cfg.batch_size} at lr {train_cfg.lr:g} after a {train_cfg.warmup_steps:,}-step "
                       f"warm-up" + (f", decaying to 0 (cosine) over its last {decay:,}" if decay else ""))
         continued = [f"from step {lineage['steps_before']:,}: continued from the exported EMA weights "
                      f"({Path(lineage['init_from']).name}) with a fresh AdamW state (the earlier run's optimiser state "
@@ -284,12 +290,13 @@ def export_run(name: str, run_dir: str | Path = "runs", out_dir: str | Path = SH
     ema, run_meta = load_training_state(state, recipe.model_class)
     train_cfg = TrainConfig(**run_meta["train_config"])
     steps_total = lineage["steps_before"] + run_meta["step"]
+    images_before = lineage.get("images_before", lineage["steps_before"] * train_cfg.batch_size)  # a warm start's own
     losses = run_meta["losses"][-100:]
     meta = {
         "recipe": name, "description": recipe.description, "beta_schedule": recipe.beta_schedule,
         "prediction_type": recipe.prediction_type, "num_train_timesteps": recipe.num_train_timesteps,
         "train_config": run_meta["train_config"], "steps": steps_total,
-        "images_seen": steps_total * train_cfg.batch_size,
+        "images_seen": images_before + run_meta["step"] * train_cfg.batch_size,
         "wall_clock_s": round(lineage["wall_clock_s"] + run_meta.get("seconds", 0.0), 1),
         "device": lineage.get("device", "unknown"), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),

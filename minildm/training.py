@@ -115,8 +115,7 @@ def drop_condition(cond: torch.Tensor, p: float, null: torch.Tensor | int,
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)  # one launch
     for (name, e), (_, b) in zip(ema.named_buffers(), model.named_buffers()):
         owner, _, leaf = name.rpartition(".")
         if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:  # constant tables are not copied

@@ -222,6 +222,24 @@ def test_recipe_trains_resumes_and_exports(tmp_path, monkeypatch):
         recipes.train_recipe("sdxl")
 
 
+def test_warm_start_at_another_batch_size_counts_each_part_at_its_own(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    from minildm import recipes
+    small = dataclasses.replace(recipes.DDPM, model=UNetConfig(image_size=8, **TINY),
+                                train=TrainConfig(steps=4, batch_size=8, checkpoint_every=2, warmup_steps=1))
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm", small)
+    monkeypatch.setattr(recipes, "load_tensors", lambda split: tiny_data(n=32))
+    monkeypatch.setattr(recipes, "SHIPPED_DIR", tmp_path / "shipped")
+    recipes.train_recipe("ddpm", steps=2, run_dir=tmp_path / "a", out_dir=tmp_path / "shipped", init_from_shipped=False,
+                         progress=False)  # the "shipped" weights: 2 steps of 8 images
+    out = recipes.train_recipe("ddpm", steps=3, batch_size=4, run_dir=tmp_path / "b", out_dir=tmp_path, progress=False)
+    meta = load_model(UNet, out).meta
+    assert meta["steps"] == 5 and meta["images_seen"] == 2 * 8 + 3 * 4  # not 5 * 4
+    assert meta["train_config"]["batch_size"] == 4 and "it ran 3 steps of batch 4 at lr" in meta["changes"][-1]
+    assert cli_main(["train", "vae", "--batch-size", "512"]) == 2  # diffusion recipes only
+    assert "--batch-size 512 needs a diffusion recipe" in capsys.readouterr().err
+
+
 def test_card_history_names_the_device_of_each_part_of_a_warm_started_run():
     from minildm.recipes import _history
     lineage = {"init_from": "data/checkpoints/ddpm.safetensors", "steps_before": 17_000, "wall_clock_s": 7200.0,
@@ -231,4 +249,4 @@ def test_card_history_names_the_device_of_each_part_of_a_warm_started_run():
     assert history[1].endswith("; the steps before it ran on AMD EPYC, 1 threads (2.00 h), those from it on Intel Xeon, 2 threads")
     assert "ran on" not in _history({**lineage, "device_before": "Intel Xeon, 2 threads"})[1]  # one device: nothing to add
     schedule = _history(lineage, TrainConfig(steps=5000, lr=1e-3, warmup_steps=500, decay_steps=6000))[1]
-    assert schedule.endswith("; it ran 5,000 steps at lr 0.001 after a 500-step warm-up, decaying to 0 (cosine) over its last 5,000")
+    assert schedule.endswith("; it ran 5,000 steps of batch 128 at lr 0.001 after a 500-step warm-up, decaying to 0 (cosine) over its last 5,000")
