@@ -224,6 +224,17 @@ def test_card_compares_the_best_ddim_setting_over_fresh_seeds():
                                         "DDPM-1000: 1.100 over seeds 0, 1)")  # seed 0 (the choice) left out
 
 
+def test_card_states_the_speed_against_the_peer_per_machine():
+    from minildm.cards import _speed_by_device
+    cpu, gpu = "Intel Xeon, 2 threads", "NVIDIA H200"
+    rows = {"a": {"device": cpu, "date": "2026-12-03", "speedup_vs_peer": 6.5},
+            "b": {"device": cpu, "date": "2026-12-04", "speedup_vs_peer": 6.1},   # the latest on that machine
+            "c": {"device": gpu, "date": "2026-12-04", "speedup_vs_peer": 2.17},
+            "d": {"device": gpu, "date": "2026-12-04"}}                           # not timed: skipped
+    assert _speed_by_device(rows) == "6.10x on Intel Xeon, 2 threads; 2.17x on NVIDIA H200"
+    assert _speed_by_device({"d": rows["d"]}) is None
+
+
 def test_card_names_the_sampler_of_the_best_row():
     from minildm.cards import _sampler_label
     assert _sampler_label(None) is None
