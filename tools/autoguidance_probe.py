@@ -24,7 +24,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from minildm import checkpoints, metrics  # noqa: E402
+from minildm.studies import _write_row  # noqa: E402  (merge one row, locked and atomic)
 from minildm.bench import schedulers_for  # noqa: E402
 from minildm.models.unet import UNet  # noqa: E402
 from minildm.pipelines.diffusion import initial_noise  # noqa: E402
@@ -60,10 +60,11 @@ def bad_model(commit: str, folder: Path) -> UNet:
 
 @torch.no_grad()
 def autoguided(good, bad, scheduler, labels, s, w, steps, generator) -> torch.Tensor:
-    """One batch of images `(B, 1, 32, 32)`, CFG on the good model and autoguidance by the bad one."""
+    """One batch of images `(B, C, H, W)`, CFG on the good model and autoguidance by the bad one."""
     scheduler.set_timesteps(steps)
     null = torch.full_like(labels, good.config.num_classes)                          # (B,) the null class
-    x_t = initial_noise((len(labels), 1, 32, 32), generator, "cpu") * scheduler.init_noise_sigma
+    c, size = good.config.in_channels, good.config.image_size
+    x_t = initial_noise((len(labels), c, size, size), generator, "cpu") * scheduler.init_noise_sigma  # (B, C, H, W)
     for t in tqdm(scheduler.timesteps, desc="autoguided sampling", leave=False):
         eps_uncond, eps_cond = good(torch.cat([x_t, x_t]), t, torch.cat([null, labels])).chunk(2)  # (B, C, H, W)
         eps_good = eps_uncond + s * (eps_cond - eps_uncond)                           # CFG (Ho & Salimans eq. 6)
@@ -82,7 +83,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, nargs="+", default=[0])
     args = p.parse_args()
-    good = checkpoints.load_model(UNet, checkpoints.find("ddpm_cond")).eval()
+    good_path = checkpoints.find("ddpm_cond")
+    good, good_sha256 = checkpoints.load_model(UNet, good_path).eval(), checkpoints.sha256_file(good_path)
     with tempfile.TemporaryDirectory() as tmp:
         bad = bad_model(args.bad_commit, Path(tmp)).eval()
     _, ddim = schedulers_for(good, guided=True)
@@ -94,14 +96,10 @@ def main() -> None:
         acc = metrics.class_accuracy(images, labels_all)["overall"]
         row = {**metrics.fid_report(images), "class_accuracy": round(acc, 4), "guidance_scale": args.cfg,
                "autoguidance_w": args.w, "bad_commit": args.bad_commit, "bad_steps": bad.meta["steps"],
-               "good_sha256": checkpoints.sha256_file(checkpoints.find("ddpm_cond")), "sampler": "ddim",
+               "good_sha256": good_sha256, "sampler": "ddim",
                "steps": args.steps, "seed": seed, "seconds": round(time.perf_counter() - start)}
         key = f"s={args.cfg:g} / w={args.w:g} / bad={args.bad_commit} / ddim-{args.steps} / n={args.n} / seed={seed}"
-        rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        rows[key] = row
-        tmp_path = RESULTS.with_suffix(".json.tmp")
-        tmp_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-        tmp_path.replace(RESULTS)                                                     # never half-written
+        _write_row(RESULTS, key, row)                                                 # never half-written
         print(key, f"FID {row['fid']:.3f} floor {row['fid_floor']:.3f} ratio {row['fid_ratio']:.2f} "
                    f"accuracy {acc:.3f}", flush=True)
 
