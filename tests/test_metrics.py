@@ -149,3 +149,21 @@ def test_bad_inputs_give_clear_errors(real, test_split):
         metrics.psnr(x[:5], x)
     with pytest.raises(ValueError, match="n=20"):
         metrics.fid_report(x, n=20)
+
+
+def test_fid_gap_analysis_splits_fid_into_mean_and_covariance_terms():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("fid_gap", Path(__file__).resolve().parent.parent / "tools" / "fid_gap_analysis.py")
+    tool = importlib.util.module_from_spec(spec)  # tools/ is not a package
+    spec.loader.exec_module(tool)
+    a = torch.randn(400, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = a - a.mean(0)  # zero-mean, so 2 * a has the same mean
+    shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 0.0, 3.0], dtype=torch.float64)
+    same = tool.frechet_terms(a, a + shift)  # same covariance, shifted mean
+    assert same["mean_term"] == pytest.approx(float((shift ** 2).sum()))
+    assert abs(same["cov_term"]) < 1e-8
+    wider = tool.frechet_terms(a, 2 * a)  # same mean, covariance x4: Tr(S + 4S - 2 * 2S) = Tr(S)
+    assert wider["mean_term"] < 1e-20
+    assert wider["cov_term"] == pytest.approx(float(torch.cov(a.T).trace()), rel=1e-6)
+    assert wider["fid"] == wider["mean_term"] + wider["cov_term"]
