@@ -154,7 +154,8 @@ def test_bad_inputs_give_clear_errors(real, test_split):
 def test_fid_gap_analysis_splits_fid_into_mean_and_covariance_terms():
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("fid_gap", Path(__file__).resolve().parent.parent / "tools" / "fid_gap_analysis.py")
+    tool_path = Path(__file__).resolve().parent.parent / "tools" / "fid_gap_analysis.py"
+    spec = importlib.util.spec_from_file_location("fid_gap", tool_path)
     tool = importlib.util.module_from_spec(spec)  # tools/ is not a package
     spec.loader.exec_module(tool)
     a = torch.randn(400, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
