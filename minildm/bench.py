@@ -237,11 +237,12 @@ def bench_ldm_text(n: int, sampler: str, steps: int, device, quick: bool, guidan
 
 BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "ldm_cond": bench_ldm_cond,
            "ddpm_cond_peer": lambda *a, **kw: bench_ddpm_cond(*a, **kw, name="ddpm_cond_peer"),
+           "ddpm_cond_wide": lambda *a, **kw: bench_ddpm_cond(*a, **kw, name="ddpm_cond_wide"),
            "ldm_text": bench_ldm_text,
            "ldm_text_tiny": lambda *a, **kw: bench_ldm_text(*a, **kw, name="ldm_text_tiny")}
 TEXT_MODELS = ("ldm_text", "ldm_text_tiny")
-DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ddpm_cond_peer", "ldm_cond")  # the benches that take --spacing and --eta
-GUIDED_MODELS = ("ddpm_cond", "ddpm_cond_peer", "ldm_cond")  # class-conditional: a row per guidance scale
+DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ddpm_cond_peer", "ddpm_cond_wide", "ldm_cond")  # the benches that take --spacing and --eta
+GUIDED_MODELS = ("ddpm_cond", "ddpm_cond_peer", "ddpm_cond_wide", "ldm_cond")  # class-conditional: a row per guidance scale
 
 
 def shipped_models() -> list[str]:

@@ -49,6 +49,10 @@ def _train(args) -> int:
         print(f"minildm train: --batch-size {args.batch_size} needs a diffusion recipe "
               f"({', '.join(DIFFUSION_RECIPES)}) and a positive size.", file=sys.stderr)
         return 2
+    if args.minutes is not None and (args.recipe not in DIFFUSION_RECIPES or args.minutes <= 0 or args.export_only):
+        print(f"minildm train: --minutes {args.minutes} needs a diffusion recipe ({', '.join(DIFFUSION_RECIPES)}), "
+              f"a positive number and no --export-only.", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -68,7 +72,8 @@ def _train(args) -> int:
         path = export_run(args.recipe, args.run_dir, args.out_dir or SHIPPED_DIR, args.export_name)
     else:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
-                            export=not args.no_export, batch_size=args.batch_size)
+                            export=not args.no_export, batch_size=args.batch_size,
+                            max_seconds=None if args.minutes is None else 60 * args.minutes)
     print(f"saved {path}")
     return 0
 
@@ -227,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     train.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (1 is fastest when other jobs share a small machine)")
+    train.add_argument("--minutes", type=float, default=None,
+                       help="diffusion recipes: stop (and checkpoint) after this many minutes; the next run resumes")
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")
     train.add_argument("--export-only", action="store_true",
                        help="export the EMA weights of the run's last checkpoint to data/checkpoints/ and exit")
@@ -239,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate samples from each shipped checkpoint, compute the harness metrics "
                                        "(feature-FID with its floor, class accuracy) and time training and sampling "
                                        "against the peers; rows are merged into results/metrics.json.")
-    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, ddpm_cond_peer (chapter 02's diffusers recipe, once trained), vae, ldm_cond, ldm_text, ldm_text_tiny, or a VAE snapshot vae_* (see --export-name)")
+    bench.add_argument("models", nargs="*", help="which models (default: all shipped): ddpm, ddpm_cond, ddpm_cond_peer (chapter 02's diffusers recipe, once trained), ddpm_cond_wide (its capacity study, once trained), vae, ldm_cond, ldm_text, ldm_text_tiny, or a VAE snapshot vae_* (see --export-name)")
     bench.add_argument("--guidance-scale", type=float, nargs="+", default=[3.0],
                        help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
                             "several values give a sweep, one row each")

@@ -97,7 +97,17 @@ DDPM_COND_PEER = dataclasses.replace(
     description="chapter 02's standard diffusers recipe (UNet2DModel 32-64-128-256, class embeddings) trained "
                 "with ddpm_cond's recipe: the same-budget comparison")
 
-DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND, LDM_F2, DDPM_COND_PEER)}
+# Chapter 02's capacity study: ddpm_cond at twice the width (32-64-128-256 channels, the diffusers recipe's widths;
+# 7.95M parameters). tools/fid_gap_analysis.py puts ddpm_cond's FID gap in the covariance term, concentrated in
+# sneakers, bags and ankle boots, and no sampler setting closes it: this recipe asks whether width does. 40,000
+# steps of 128 = 5,120,000 images (the shipped ddpm_cond saw 4,928,000); on 2 CPU threads ~90 img/s, so it is
+# trained over several sessions: `minildm train ddpm_cond_wide --threads 2 --minutes M --no-export` resumes.
+DDPM_COND_WIDE = dataclasses.replace(
+    DDPM_COND, name="ddpm_cond_wide", model=dataclasses.replace(DDPM_COND.model, base_channels=32),
+    train=dataclasses.replace(DDPM_COND.train, steps=40_000, decay_steps=8_000),
+    description="ddpm_cond at twice the width (base_channels 32, 7.95M parameters): chapter 02's capacity study")
+
+DIFFUSION_RECIPES = {r.name: r for r in (DDPM, DDPM_COND, LDM_COND, LDM_F2, DDPM_COND_PEER, DDPM_COND_WIDE)}
 
 
 def latent_dataset(vae_name: str, cache_dir: str | Path = "runs/latents", device=None) -> torch.utils.data.TensorDataset:
@@ -169,17 +179,19 @@ def device_description(device: torch.device) -> str:
 
 def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
                  export: bool = True, init_from_shipped: bool = True, progress: bool = True,
-                 out_dir: str | Path = SHIPPED_DIR, batch_size: int | None = None) -> Path:
+                 out_dir: str | Path = SHIPPED_DIR, batch_size: int | None = None,
+                 max_seconds: float | None = None) -> Path:
     """Train (or resume) a diffusion recipe and export its EMA weights; returns the exported path.
 
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
     the shipped checkpoint's weights (fresh optimiser) so a training budget can be spread over sessions.
     `batch_size` overrides the recipe's (e.g. a continuation on a GPU, where a step of 512 costs about what one
     of 128 does); the card states it and `images_seen` counts each part at its own batch size.
+    `max_seconds`: stop (and checkpoint) after this long, to spread a run over sessions; it resumes from there.
     """
     if name in VAE_RECIPES:
-        if batch_size is not None:
-            raise ValueError("batch_size= applies to the diffusion recipes only.")
+        if batch_size is not None or max_seconds is not None:
+            raise ValueError("batch_size= and max_seconds= apply to the diffusion recipes only.")
         return train_vae_recipe(name, steps, run_dir, device, export, progress, out_dir)
     if name not in DIFFUSION_RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES)}.")
@@ -217,7 +229,8 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     lineage_path.parent.mkdir(parents=True, exist_ok=True)
     dataset = latent_dataset(recipe.latent_vae, Path(run_dir) / "latents") if recipe.latent_vae else load_tensors("train")
     lineage_path.write_text(json.dumps(lineage, indent=2))
-    train_diffusion(model, recipe.scheduler(), dataset, train_cfg, device=device, checkpoint=state, progress=progress)
+    train_diffusion(model, recipe.scheduler(), dataset, train_cfg, device=device, checkpoint=state, progress=progress,
+                    max_seconds=max_seconds)
     return export_run(name, run_dir, out_dir) if export else state
 
 

@@ -375,7 +375,7 @@ def test_guidance_interval_reaches_the_latent_bench_and_its_row_key(tmp_path, mo
                          guidance_scale=2.0, guidance_interval=(30, 90))
     assert rows[0]["guidance_interval"] == [30, 90] and len(rows[0]["vae_recon_fid_train_same_n"]) == 2
     assert bench.row_key(rows[0]) == "ldm_cond / ddim-2 / s=2 in (30, 90] / n=20"
-    with pytest.raises(ValueError, match=r"--guidance-interval applies to ddpm_cond, ddpm_cond_peer, ldm_cond only, not to \['ddpm'\]"):
+    with pytest.raises(ValueError, match=r"--guidance-interval applies to ddpm_cond, ddpm_cond_peer, ddpm_cond_wide, ldm_cond only, not to \['ddpm'\]"):
         bench.run(["ddpm"], n=8, guidance_interval=(30, 90), quick=True)
     from minildm.cards import _sampler_label
     assert _sampler_label(rows[0]) == "ddim-2, s = 2 for t in (30, 90]"

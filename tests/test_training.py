@@ -1,5 +1,6 @@
 """Training loop, checkpoints, sampling pipeline and CLI: resume, NaN stop, seeds, clear errors."""
 import json
+import dataclasses
 
 import pytest
 import torch
@@ -250,3 +251,31 @@ def test_card_history_names_the_device_of_each_part_of_a_warm_started_run():
     assert "ran on" not in _history({**lineage, "device_before": "Intel Xeon, 2 threads"})[1]  # one device: nothing to add
     schedule = _history(lineage, TrainConfig(steps=5000, lr=1e-3, warmup_steps=500, decay_steps=6000))[1]
     assert schedule.endswith("; it ran 5,000 steps of batch 128 at lr 0.001 after a 500-step warm-up, decaying to 0 (cosine) over its last 5,000")
+
+
+def test_minutes_stop_a_recipe_with_a_checkpoint_and_the_next_run_resumes(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    from minildm import recipes
+    small = dataclasses.replace(recipes.DDPM, model=UNetConfig(image_size=8, **TINY),
+                                train=TrainConfig(steps=4, batch_size=8, checkpoint_every=100, warmup_steps=1))
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm", small)
+    monkeypatch.setattr(recipes, "load_tensors", lambda split: tiny_data(n=32))
+    out = recipes.train_recipe("ddpm", run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
+                               progress=False, max_seconds=0)   # stops after its first step, checkpointing it
+    assert load_model(UNet, out).meta["steps"] == 1
+    out = recipes.train_recipe("ddpm", run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
+                               progress=False)                   # the next run goes on from step 1 to the end
+    assert load_model(UNet, out).meta["steps"] == 4
+    for argv, message in [(["train", "vae", "--minutes", "5"], "--minutes 5.0 needs a diffusion recipe"),
+                          (["train", "ddpm", "--minutes", "0"], "a positive number")]:
+        assert cli_main(argv) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_the_wide_recipe_is_ddpm_cond_at_the_diffusers_recipes_widths():
+    from minildm.recipes import DIFFUSION_RECIPES
+    wide, base = DIFFUSION_RECIPES["ddpm_cond_wide"], DIFFUSION_RECIPES["ddpm_cond"]
+    assert [wide.model.base_channels * m for m in wide.model.channel_mults] == [32, 64, 128, 256]
+    assert wide.model == dataclasses.replace(base.model, base_channels=32)       # only the width differs
+    assert wide.train.steps * wide.train.batch_size == 5_120_000 and wide.train.p_uncond == base.train.p_uncond
+    assert round(sum(p.numel() for p in UNet(wide.model).parameters()) / 1e6, 2) == 7.95
