@@ -53,6 +53,10 @@ def _train(args) -> int:
         print(f"minildm train: --minutes {args.minutes} needs a diffusion recipe ({', '.join(DIFFUSION_RECIPES)}), "
               f"a positive number and no --export-only.", file=sys.stderr)
         return 2
+    if args.until is not None and (args.recipe not in DIFFUSION_RECIPES or args.until < 1 or args.export_only):
+        print(f"minildm train: --until {args.until} needs a diffusion recipe, a step >= 1 and no --export-only.",
+              file=sys.stderr)
+        return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -73,7 +77,7 @@ def _train(args) -> int:
     else:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
                             export=not args.no_export, batch_size=args.batch_size,
-                            max_seconds=None if args.minutes is None else 60 * args.minutes)
+                            max_seconds=None if args.minutes is None else 60 * args.minutes, stop_at=args.until)
     print(f"saved {path}")
     return 0
 
@@ -234,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU threads for torch (1 is fastest when other jobs share a small machine)")
     train.add_argument("--minutes", type=float, default=None,
                        help="diffusion recipes: stop (and checkpoint) after this many minutes; the next run resumes")
+    train.add_argument("--until", type=int, default=None, metavar="STEP",
+                       help="diffusion recipes: stop (and checkpoint) at this step; unlike --steps, the lr schedule "
+                            "stays that of the whole run (a snapshot mid-way)")
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")
     train.add_argument("--export-only", action="store_true",
                        help="export the EMA weights of the run's last checkpoint to data/checkpoints/ and exit")

@@ -180,7 +180,7 @@ def device_description(device: torch.device) -> str:
 def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
                  export: bool = True, init_from_shipped: bool = True, progress: bool = True,
                  out_dir: str | Path = SHIPPED_DIR, batch_size: int | None = None,
-                 max_seconds: float | None = None) -> Path:
+                 max_seconds: float | None = None, stop_at: int | None = None) -> Path:
     """Train (or resume) a diffusion recipe and export its EMA weights; returns the exported path.
 
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
@@ -188,10 +188,11 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     `batch_size` overrides the recipe's (e.g. a continuation on a GPU, where a step of 512 costs about what one
     of 128 does); the card states it and `images_seen` counts each part at its own batch size.
     `max_seconds`: stop (and checkpoint) after this long, to spread a run over sessions; it resumes from there.
+    `stop_at`: stop (and checkpoint) at this step, the lr schedule still that of the whole run: a snapshot mid-way.
     """
     if name in VAE_RECIPES:
-        if batch_size is not None or max_seconds is not None:
-            raise ValueError("batch_size= and max_seconds= apply to the diffusion recipes only.")
+        if batch_size is not None or max_seconds is not None or stop_at is not None:
+            raise ValueError("batch_size=, max_seconds= and stop_at= apply to the diffusion recipes only.")
         return train_vae_recipe(name, steps, run_dir, device, export, progress, out_dir)
     if name not in DIFFUSION_RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES)}.")
@@ -230,7 +231,7 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     dataset = latent_dataset(recipe.latent_vae, Path(run_dir) / "latents") if recipe.latent_vae else load_tensors("train")
     lineage_path.write_text(json.dumps(lineage, indent=2))
     train_diffusion(model, recipe.scheduler(), dataset, train_cfg, device=device, checkpoint=state, progress=progress,
-                    max_seconds=max_seconds)
+                    max_seconds=max_seconds, stop_at=stop_at)
     return export_run(name, run_dir, out_dir) if export else state
 
 

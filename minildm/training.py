@@ -160,13 +160,15 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
                     config: TrainConfig = TrainConfig(), device: str | torch.device = "cpu",
                     checkpoint: str | Path | None = None, null_cond=None,
                     on_sample: Callable[[torch.nn.Module, int], None] | None = None,
-                    progress: bool = True, max_seconds: float | None = None) -> TrainResult:
+                    progress: bool = True, max_seconds: float | None = None,
+                    stop_at: int | None = None) -> TrainResult:
     """Train `model` to denoise `dataset` (x0 first, optional condition second) under `scheduler`.
 
     `checkpoint`: a path stem; if it exists, training resumes from it (same config required); it is
     rewritten every `config.checkpoint_every` steps and at the end. `null_cond`: the null condition for
     `config.p_uncond` (defaults to `model.config.num_classes` for class-conditional models). `max_seconds`:
-    also stop (and checkpoint) once this call has trained that long, for studies at equal wall-clock.
+    also stop (and checkpoint) once this call has trained that long, for studies at equal wall-clock. `stop_at`:
+    also stop (and checkpoint) at this step, the schedule unchanged (a snapshot of a longer run, mid-way).
     Derived in notebooks/01_ddpm_from_scratch.ipynb (Algorithm 1).
     """
     device = torch.device(device)
@@ -203,7 +205,8 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
         data_gen.set_state(saved["rng.epoch"])
         noise_gen.set_state(saved["rng.noise"])
         step, losses, seconds_before = meta["step"], list(meta["losses"]), meta.get("seconds", 0.0)
-    if step >= config.steps:
+    last = config.steps if stop_at is None else min(stop_at, config.steps)  # the lr schedule still spans config.steps
+    if step >= last:
         return TrainResult(model.eval(), ema, losses, 0, 0.0)
 
     n, step_start = len(x0_all), step
@@ -214,7 +217,7 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
     bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress, dynamic_ncols=True)
     T = scheduler.num_train_timesteps
     out_of_time = False
-    while step < config.steps and not out_of_time:
+    while step < last and not out_of_time:
         if pos + config.batch_size > n:  # new epoch: a new order, reproducible from the checkpointed state
             epoch_state = data_gen.get_state()
             order, pos = torch.randperm(n, generator=data_gen), 0
@@ -253,8 +256,7 @@ def train_diffusion(model: torch.nn.Module, scheduler, dataset: torch.utils.data
         bar.update(1)
         if step % 25 == 0 or step == config.steps:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
-        if ckpt_path is not None and (step % config.checkpoint_every == 0 or step == config.steps
-                                      or out_of_time):
+        if ckpt_path is not None and (step % config.checkpoint_every == 0 or step == last or out_of_time):
             save_training_state(ckpt_path, model, ema, opt, step, losses,
                                 {"epoch": epoch_state, "noise": noise_gen.get_state()}, pos, config,
                                 seconds=seconds_before + time.perf_counter() - start)

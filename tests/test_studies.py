@@ -132,3 +132,25 @@ def test_equal_images_summary_pairs_only_rows_measured_alike(tmp_path):
                                                    "(128,000 images each; n = 1,000, s = 1.5, ddim-50)")
     path.write_text(json.dumps({"a": row("ddpm_cond", 128_000, 2.0, 0.7), "b": row("ddpm_cond_peer", 128_000, 3.0, 0.8)}))
     assert "not better on both" in studies.equal_images_summary(path)
+
+
+def test_width_study_reads_ddpm_conds_snapshots_from_git_and_names_what_is_missing(tmp_path):
+    import importlib.util
+    from pathlib import Path
+    from minildm import checkpoints
+    from minildm.models.unet import UNet
+    spec = importlib.util.spec_from_file_location("width_study", Path(__file__).resolve().parent.parent / "tools" / "width_study.py")
+    tool = importlib.util.module_from_spec(spec)  # tools/ is not a package
+    spec.loader.exec_module(tool)
+    import subprocess
+    if any(subprocess.run(["git", "-C", str(tool.ROOT), "cat-file", "-e", c], capture_output=True).returncode
+           for c in tool.SNAPSHOTS.values()):
+        pytest.skip("a shallow clone: the git history with ddpm_cond's early snapshots is not here")
+    for step in tool.SNAPSHOTS:  # every commit named holds ddpm_cond at that step, on the constant lr
+        model = checkpoints.load_model(UNet, tool.ddpm_cond_at(step, tmp_path))  # sha256 checked on load
+        assert model.meta["steps"] == step and model.meta["train_config"]["steps"] == 30_000
+        assert model.config.base_channels == 16
+    with pytest.raises(SystemExit, match="no ddpm_cond snapshot at step 3000"):
+        tool.ddpm_cond_at(3000, tmp_path)
+    with pytest.raises(SystemExit, match="ddpm_cond_wide_5000.safetensors: train and export it first"):
+        tool.main(["5000", "--arms", "ddpm_cond_wide", "--wide-dir", str(tmp_path)])

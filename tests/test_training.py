@@ -47,6 +47,20 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_stop_at_snapshots_mid_run_with_the_whole_runs_schedule(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=16, checkpoint_every=100, warmup_steps=2, decay_steps=4)
+    straight = train_diffusion(tiny_unet(), SCHED, tiny_data(), cfg, progress=False)
+    ckpt = tmp_path / "state"
+    first = train_diffusion(tiny_unet(), SCHED, tiny_data(), cfg, checkpoint=ckpt, progress=False, stop_at=3)
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 3   # checkpointed at the stop
+    assert first.losses == straight.losses[:3]    # the same lr so far: `steps=3` would have decayed it already
+    short = train_diffusion(tiny_unet(), SCHED, tiny_data(), TrainConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(short.model.parameters(), first.model.parameters()))
+    resumed = train_diffusion(tiny_unet(), SCHED, tiny_data(), cfg, checkpoint=ckpt, progress=False)
+    for a, b in zip(straight.ema.parameters(), resumed.ema.parameters()):
+        assert torch.equal(a, b)                  # going on from the snapshot is the uninterrupted run
+
+
 def test_resume_with_another_model_config_is_refused(tmp_path):
     ckpt = tmp_path / "state"
     train_diffusion(tiny_unet(), SCHED, tiny_data(), TrainConfig(steps=2, batch_size=16, checkpoint_every=1),
@@ -267,7 +281,8 @@ def test_minutes_stop_a_recipe_with_a_checkpoint_and_the_next_run_resumes(tmp_pa
                                progress=False)                   # the next run goes on from step 1 to the end
     assert load_model(UNet, out).meta["steps"] == 4
     for argv, message in [(["train", "vae", "--minutes", "5"], "--minutes 5.0 needs a diffusion recipe"),
-                          (["train", "ddpm", "--minutes", "0"], "a positive number")]:
+                          (["train", "ddpm", "--minutes", "0"], "a positive number"),
+                          (["train", "vae", "--until", "500"], "--until 500 needs a diffusion recipe")]:
         assert cli_main(argv) == 2
         assert message in capsys.readouterr().err
 
