@@ -52,6 +52,10 @@ TARGETS = {
          "ddpm_cond_peer --steps N`, then `eval`, and the same for ddpm_cond; `results/equal_images.json`): "
          "FID ratio and class accuracy, minildm vs diffusers", "",
          lambda rows, every: _study("equal_images_summary")()),
+        ("capacity: ddpm_cond_wide (widths 32-64-128-256, 7.95M parameters) vs this model at equal steps of the same "
+         "recipe and seeds (`tools/width_study.py`; `results/width_study.json`): FID ratio and class accuracy", "",
+         lambda rows, every: _study("equal_images_summary")(_study("ROOT") / "results" / "width_study.json",
+                                                           "ddpm_cond_wide", "ddpm_cond")),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",

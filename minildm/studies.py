@@ -195,14 +195,15 @@ def eval_budget_arm(name: str, steps: int, n: int = 1000, guidance_scale: float 
     return row
 
 
-def equal_images_summary(path: Path = BUDGET_RESULTS) -> str | None:
+def equal_images_summary(path: Path = BUDGET_RESULTS, mine: str = "ddpm_cond", other: str = "ddpm_cond_peer") -> str | None:
     """ddpm_cond vs its diffusers peer trained from scratch on the same images (`minildm.studies --steps`), at the
     largest budget where both were scored alike: "FID ratio 3.10 vs 4.20, accuracy 0.900 vs 0.710: better on both
-    (128,000 images each; n = 1,000, s = 1.5, ddim-50)"."""
+    (128,000 images each; n = 1,000, s = 1.5, ddim-50)". Likewise any two recipes `mine` vs `other` in the rows
+    at `path` (e.g. results/width_study.json: ddpm_cond_wide vs ddpm_cond, tools/width_study.py)."""
     rows = list(json.loads(path.read_text()).values()) if path.exists() else []
     alike = lambda r: (r["images_seen"], r["n_samples"], r["guidance_scale"], r["sampler"])  # noqa: E731
     pairs = {alike(a): (a, b) for a in rows for b in rows
-             if a["recipe"] == "ddpm_cond" and b["recipe"] == "ddpm_cond_peer" and alike(a) == alike(b)}
+             if a["recipe"] == mine and b["recipe"] == other and alike(a) == alike(b)}
     if not pairs:
         return None
     a, b = pairs[max(pairs)]

@@ -132,6 +132,10 @@ def test_equal_images_summary_pairs_only_rows_measured_alike(tmp_path):
                                                    "(128,000 images each; n = 1,000, s = 1.5, ddim-50)")
     path.write_text(json.dumps({"a": row("ddpm_cond", 128_000, 2.0, 0.7), "b": row("ddpm_cond_peer", 128_000, 3.0, 0.8)}))
     assert "not better on both" in studies.equal_images_summary(path)
+    path.write_text(json.dumps({"a": row("ddpm_cond", 640_000, 2.0, 0.9), "w": row("ddpm_cond_wide", 640_000, 1.5, 0.95)}))
+    assert studies.equal_images_summary(path) is None                    # no peer rows: no pair
+    assert studies.equal_images_summary(path, "ddpm_cond_wide", "ddpm_cond").startswith(
+        "FID ratio 1.50 vs 2.00, accuracy 0.950 vs 0.900: better on both (640,000 images each")  # the width study
 
 
 def test_width_study_reads_ddpm_conds_snapshots_from_git_and_names_what_is_missing(tmp_path):
