@@ -54,8 +54,8 @@ TARGETS = {
          lambda rows, every: _study("equal_images_summary")()),
         ("capacity: ddpm_cond_wide (widths 32-64-128-256, 7.95M parameters) vs this model at equal steps of the same "
          "recipe and seeds (`tools/width_study.py`; `results/width_study.json`): FID ratio and class accuracy", "",
-         lambda rows, every: _study("equal_images_summary")(_study("ROOT") / "results" / "width_study.json",
-                                                           "ddpm_cond_wide", "ddpm_cond")),
+         lambda rows, every: _study("equal_images_summary")(_study("WIDTH_RESULTS"), "ddpm_cond_wide",
+                                                           "ddpm_cond")),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",

@@ -100,7 +100,7 @@ DDPM_COND_PEER = dataclasses.replace(
 # Chapter 02's capacity study: ddpm_cond at twice the width (32-64-128-256 channels, the diffusers recipe's widths;
 # 7.95M parameters). tools/fid_gap_analysis.py puts ddpm_cond's FID gap in the covariance term, concentrated in
 # sneakers, bags and ankle boots, and no sampler setting closes it: this recipe asks whether width does. 40,000
-# steps of 128 = 5,120,000 images (the shipped ddpm_cond saw 4,928,000); on 2 CPU threads ~90 img/s, so it is
+# steps of 128 = 5,120,000 images (the shipped ddpm_cond saw 4,928,000); on 2 CPU threads ~1 step/s (128 img/s), so it is
 # trained over several sessions: `minildm train ddpm_cond_wide --threads 2 --minutes M --no-export` resumes.
 DDPM_COND_WIDE = dataclasses.replace(
     DDPM_COND, name="ddpm_cond_wide", model=dataclasses.replace(DDPM_COND.model, base_channels=32),

@@ -47,6 +47,7 @@ RESULTS = ROOT / "results" / "equal_time.json"
 BUDGET_DIR = Path("runs/equal_images")
 BUDGET_RESULTS = ROOT / "results" / "equal_images.json"
 COST_RESULTS = ROOT / "results" / "cost_table.json"
+WIDTH_RESULTS = ROOT / "results" / "width_study.json"  # tools/width_study.py: ddpm_cond_wide vs ddpm_cond
 
 
 def _recipe(name: str):

@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from minildm import checkpoints  # noqa: E402
 from minildm.models.unet import UNet  # noqa: E402
-from minildm.studies import _write_row, score  # noqa: E402
+from minildm.studies import WIDTH_RESULTS, _write_row, score  # noqa: E402
 
-RESULTS = ROOT / "results" / "width_study.json"
 SNAPSHOTS = {2000: "74170b7", 5000: "e5fde1b"}  # ddpm_cond as shipped at that step (the first run: constant lr)
 
 
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{path} is at step {model.meta['steps']}, not {args.step}.")
             row = {"recipe": arm, **score(model, None, args.n, args.guidance_scale),
                    "checkpoint_sha256": checkpoints.sha256_file(path)}
-            _write_row(RESULTS, f"{arm} / {args.step} steps / s={args.guidance_scale:g} / n={args.n}", row)
+            _write_row(WIDTH_RESULTS, f"{arm} / {args.step} steps / s={args.guidance_scale:g} / n={args.n}", row)
             print(f"{arm} at {args.step} steps ({row['params'] / 1e6:.2f}M parameters): FID {row['fid']:.3f}, floor "
                   f"{row['fid_floor']:.3f}, ratio {row['fid_ratio']:.2f}, accuracy {row['class_accuracy']:.3f}",
                   flush=True)
