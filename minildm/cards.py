@@ -319,6 +319,8 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
            if any("those from it on" in c for c in meta.get("changes", [])) else f"on {meta.get('device')}") + "; torch "
         f"{meta.get('torch')}; exported {meta.get('date')}.",
         f"- Mean loss over the last 100 steps: {meta.get('final_loss_avg100')}.",
+        *(["- Precision: the forward pass under bf16 autocast (`--precision bf16`); weights, optimiser and loss in fp32."]
+          if tc.get("precision") == "bf16" else []),
         *[f"- Recipe change during training: {c}." for c in meta.get("changes", [])], "",
         "## Measured (`minildm bench`)", "",
         "| sampler | n | feature-FID | floor (same n) | ratio | class acc. | sample s/img | train img/s (peer; pixel model for latent models) | device | date |",

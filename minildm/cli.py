@@ -57,6 +57,10 @@ def _train(args) -> int:
         print(f"minildm train: --until {args.until} needs a diffusion recipe, a step >= 1 and no --export-only.",
               file=sys.stderr)
         return 2
+    if args.precision is not None and (args.recipe not in DIFFUSION_RECIPES or args.export_only):
+        print(f"minildm train: --precision {args.precision} needs a diffusion recipe ({', '.join(DIFFUSION_RECIPES)}) "
+              f"and no --export-only.", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -77,7 +81,8 @@ def _train(args) -> int:
     else:
         path = train_recipe(args.recipe, steps=args.steps, run_dir=args.run_dir, device=args.device,
                             export=not args.no_export, batch_size=args.batch_size,
-                            max_seconds=None if args.minutes is None else 60 * args.minutes, stop_at=args.until)
+                            max_seconds=None if args.minutes is None else 60 * args.minutes, stop_at=args.until,
+                            precision=args.precision)
     print(f"saved {path}")
     return 0
 
@@ -241,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--until", type=int, default=None, metavar="STEP",
                        help="diffusion recipes: stop (and checkpoint) at this step; unlike --steps, the lr schedule "
                             "stays that of the whole run (a snapshot mid-way)")
+    train.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                       help="diffusion recipes: bf16 runs the forward pass under bf16 autocast (about 2x faster on a "
+                            "CPU with AVX-512 BF16; the card states it); default: the recipe's (fp32)")
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")
     train.add_argument("--export-only", action="store_true",
                        help="export the EMA weights of the run's last checkpoint to data/checkpoints/ and exit")

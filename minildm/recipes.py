@@ -100,8 +100,9 @@ DDPM_COND_PEER = dataclasses.replace(
 # Chapter 02's capacity study: ddpm_cond at twice the width (32-64-128-256 channels, the diffusers recipe's widths;
 # 7.95M parameters). tools/fid_gap_analysis.py puts ddpm_cond's FID gap in the covariance term, concentrated in
 # sneakers, bags and ankle boots, and no sampler setting closes it: this recipe asks whether width does. 40,000
-# steps of 128 = 5,120,000 images (the shipped ddpm_cond saw 4,928,000); on 2 CPU threads ~1 step/s (128 img/s), so it is
-# trained over several sessions: `minildm train ddpm_cond_wide --threads 2 --minutes M --no-export` resumes.
+# steps of 128 = 5,120,000 images (the shipped ddpm_cond saw 4,928,000); on 2 CPU threads ~1 step/s, ~9-10 h in all,
+# so it is trained over several sessions, keeping its state outside the checkout (a new checkout would lose it):
+# `minildm train ddpm_cond_wide --threads 2 --precision bf16 --run-dir ~/minildm-runs --minutes M --no-export` resumes.
 DDPM_COND_WIDE = dataclasses.replace(
     DDPM_COND, name="ddpm_cond_wide", model=dataclasses.replace(DDPM_COND.model, base_channels=32),
     train=dataclasses.replace(DDPM_COND.train, steps=40_000, decay_steps=8_000),
@@ -180,7 +181,7 @@ def device_description(device: torch.device) -> str:
 def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "runs", device=None,
                  export: bool = True, init_from_shipped: bool = True, progress: bool = True,
                  out_dir: str | Path = SHIPPED_DIR, batch_size: int | None = None,
-                 max_seconds: float | None = None, stop_at: int | None = None) -> Path:
+                 max_seconds: float | None = None, stop_at: int | None = None, precision: str | None = None) -> Path:
     """Train (or resume) a diffusion recipe and export its EMA weights; returns the exported path.
 
     Resumes exactly from `runs/<name>/state` when present; otherwise, if `init_from_shipped`, starts from
@@ -189,17 +190,18 @@ def train_recipe(name: str, steps: int | None = None, run_dir: str | Path = "run
     of 128 does); the card states it and `images_seen` counts each part at its own batch size.
     `max_seconds`: stop (and checkpoint) after this long, to spread a run over sessions; it resumes from there.
     `stop_at`: stop (and checkpoint) at this step, the lr schedule still that of the whole run: a snapshot mid-way.
+    `precision`: "bf16" runs the forward pass under bf16 autocast (the card states it), "fp32" (the recipes') not.
     """
     if name in VAE_RECIPES:
-        if batch_size is not None or max_seconds is not None or stop_at is not None:
-            raise ValueError("batch_size=, max_seconds= and stop_at= apply to the diffusion recipes only.")
+        if batch_size is not None or max_seconds is not None or stop_at is not None or precision is not None:
+            raise ValueError("batch_size=, max_seconds=, stop_at= and precision= apply to the diffusion recipes only.")
         return train_vae_recipe(name, steps, run_dir, device, export, progress, out_dir)
     if name not in DIFFUSION_RECIPES:
         raise ValueError(f"unknown recipe {name!r}: choose from {sorted(DIFFUSION_RECIPES) + sorted(VAE_RECIPES)}.")
     recipe = DIFFUSION_RECIPES[name]
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train_cfg = dataclasses.replace(recipe.train, **{k: v for k, v in {"steps": steps, "batch_size": batch_size}.items()
-                                                      if v is not None})
+    overrides = {"steps": steps, "batch_size": batch_size, "precision": precision}
+    train_cfg = dataclasses.replace(recipe.train, **{k: v for k, v in overrides.items() if v is not None})
     state = Path(run_dir) / name / "state"
     lineage_path = state.with_name("lineage.json")  # what this run started from, and time spent so far
     if state.with_name("state.json").exists() and lineage_path.exists():

@@ -32,11 +32,13 @@ def num_parameters(model: torch.nn.Module) -> int:
 
 
 def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: int | None = None,
-                     channels: int | None = None, steps: int = 10, warmup: int = 3, seed: int = 0) -> float:
+                     channels: int | None = None, steps: int = 10, warmup: int = 3, seed: int = 0,
+                     precision: str = "fp32") -> float:
     """Images/s of training steps (forward + MSE + backward + AdamW) after `warmup` steps.
 
     Works for minildm's `UNet` and diffusers' `UNet2DModel` (whose output is `.sample`); `image_size` and
     `channels` default to the model config's (a latent model trains on `(B, 4, 8, 8)`, a pixel one on `(B, 1, 32, 32)`).
+    `precision="bf16"`: the forward pass under bf16 autocast, as `minildm train --precision bf16` runs it.
     """
     config = getattr(model, "config", None)
     image_size = image_size or getattr(config, "image_size", 32)
@@ -52,8 +54,9 @@ def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: 
     cond = (torch.randint(0, num_classes + 1, (batch_size,), device=device),) if num_classes else ()  # class models
 
     def step():
-        out = model(x_t, t, *cond)
-        loss = torch.nn.functional.mse_loss(getattr(out, "sample", out), eps)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x_t, t, *cond)
+        loss = torch.nn.functional.mse_loss(getattr(out, "sample", out).float(), eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -294,3 +294,40 @@ def test_the_wide_recipe_is_ddpm_cond_at_the_diffusers_recipes_widths():
     assert wide.model == dataclasses.replace(base.model, base_channels=32)       # only the width differs
     assert wide.train.steps * wide.train.batch_size == 5_120_000 and wide.train.p_uncond == base.train.p_uncond
     assert round(sum(p.numel() for p in UNet(wide.model).parameters()) / 1e6, 2) == 7.95
+
+
+def test_bf16_precision_trains_resumes_and_is_stated_on_the_card(tmp_path, monkeypatch, capsys):
+    from minildm import recipes
+    from minildm.cards import write_card
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        TrainConfig(precision="fp16")
+    cfg = TrainConfig(steps=4, batch_size=16, checkpoint_every=2, warmup_steps=1, precision="bf16", p_uncond=0.2)
+    straight = train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(with_labels=True), cfg, progress=False)
+    assert all(torch.isfinite(torch.tensor(straight.losses)))
+    assert all(p.dtype == torch.float32 for p in straight.ema.parameters())  # autocast: the weights stay fp32
+    fp32 = train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(with_labels=True),
+                           dataclasses.replace(cfg, precision="fp32"), progress=False)
+    assert straight.losses[0] != fp32.losses[0] and abs(straight.losses[0] - fp32.losses[0]) < 0.05  # bf16 rounding only
+    ckpt = tmp_path / "state"
+    train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(with_labels=True), dataclasses.replace(cfg, steps=2),
+                    checkpoint=ckpt, progress=False)
+    resumed = train_diffusion(tiny_unet(num_classes=10), SCHED, tiny_data(with_labels=True), cfg, checkpoint=ckpt,
+                              progress=False)
+    assert resumed.losses == straight.losses  # bf16 on CPU is deterministic too
+    small = dataclasses.replace(recipes.DDPM, model=UNetConfig(image_size=8, **TINY),
+                                train=TrainConfig(steps=2, batch_size=8, checkpoint_every=100, warmup_steps=1))
+    monkeypatch.setitem(recipes.DIFFUSION_RECIPES, "ddpm", small)
+    monkeypatch.setattr(recipes, "load_tensors", lambda split: tiny_data(n=32))
+    out = recipes.train_recipe("ddpm", run_dir=tmp_path / "runs", out_dir=tmp_path, init_from_shipped=False,
+                               progress=False, precision="bf16")
+    model = load_model(UNet, out)
+    assert model.meta["train_config"]["precision"] == "bf16"
+    monkeypatch.setenv("MINILDM_CHECKPOINTS", str(tmp_path))  # the card reads the exported ddpm here
+    card = write_card("ddpm", results_path=tmp_path / "none.json", out_dir=tmp_path).read_text()
+    assert "- Precision: the forward pass under bf16 autocast (`--precision bf16`)" in card
+    for argv, message in [(["train", "vae", "--precision", "bf16"], "--precision bf16 needs a diffusion recipe"),
+                          (["train", "ddpm", "--precision", "bf16", "--export-only"], "and no --export-only")]:
+        assert cli_main(argv) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["train", "ddpm", "--precision", "fp16"])  # argparse names the choices

@@ -3,6 +3,7 @@
     python tools/bench_unet.py                          # batch 128, 32x32x1, 10 timed steps x 3 rounds
     python tools/bench_unet.py --steps 5 --rounds 1     # quicker
     python tools/bench_unet.py --peer large --threads 2
+    python tools/bench_unet.py --recipe ddpm_cond_wide --precision fp32 bf16 --peer --threads 2   # bf16 autocast
 
 One "step" is what training does: forward, MSE loss, backward, AdamW step. All models see the same batch
 on the same machine; the measurement alternates between them in rounds and reports each model's median
@@ -37,32 +38,54 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
-    p.add_argument("--peer", nargs="+", choices=sorted(PEERS), default=["same-layout", "classic"])
+    p.add_argument("--peer", nargs="*", choices=sorted(PEERS), default=["same-layout", "classic"],
+                   help="diffusers peers to time beside minildm (`--peer` alone: none)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--recipe", default=None, help="time this diffusion recipe's UNet (default: the default UNetConfig)")
+    p.add_argument("--out", default=None, help="also write the medians (img/s) and the setting to this JSON file")
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                   help="also time minildm under bf16 autocast (`minildm train --precision bf16`)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config = UNetConfig()
+    if args.recipe:
+        from minildm.recipes import DIFFUSION_RECIPES
+        config = DIFFUSION_RECIPES[args.recipe].model
+    else:
+        config = UNetConfig()
     torch.manual_seed(0)
     models = {"minildm": UNet(config)}
+    arms = {"minildm": ("minildm", "fp32")} if "fp32" in args.precision else {}
+    arms |= {"minildm bf16": ("minildm", "bf16")} if "bf16" in args.precision else {}
     for name in args.peer:
         torch.manual_seed(0)
         models[f"diffusers {name}"] = diffusers_peer(name, config.image_size, config.in_channels)
-    rates = {name: [] for name in models}
+        arms[f"diffusers {name}"] = (f"diffusers {name}", "fp32")
+    rates = {name: [] for name in arms}
     for r in range(args.rounds):
-        for name, model in models.items():
-            rate = train_throughput(model, args.batch_size, config.image_size, config.in_channels, args.steps,
-                                    args.warmup if r == 0 else 1)
+        for name, (model_name, precision) in arms.items():
+            rate = train_throughput(models[model_name], args.batch_size, config.image_size, config.in_channels,
+                                    args.steps, args.warmup if r == 0 else 1, precision=precision)
             rates[name].append(rate)
             print(f"round {r + 1}/{args.rounds}  {name:22s} {rate:7.1f} img/s", flush=True)
     median = {name: statistics.median(v) for name, v in rates.items()}
     print(f"\nbatch {args.batch_size}, {config.image_size}x{config.image_size}x{config.in_channels}, "
           f"{torch.get_num_threads()} threads, forward + MSE + backward + AdamW, median of {args.rounds} rounds")
-    for name, model in models.items():
-        ratio = median["minildm"] / median[name]
-        print(f"{name:22s} {num_parameters(model) / 1e6:5.2f}M params  {median[name]:7.1f} img/s  "
-              f"minildm is {ratio:.2f}x")
+    first = next(iter(arms))
+    for name, (model_name, _) in arms.items():
+        ratio = median[first] / median[name]
+        print(f"{name:22s} {num_parameters(models[model_name]) / 1e6:5.2f}M params  {median[name]:7.1f} img/s  "
+              f"{first} is {ratio:.2f}x")
+    if args.out:
+        import json
+        from pathlib import Path
+        from minildm.recipes import device_description
+        Path(args.out).write_text(json.dumps({
+            "command": "python tools/bench_unet.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+            "model_config": args.recipe or "UNetConfig()", "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+            "rounds": args.rounds, "device": device_description(torch.device("cpu")), "torch": torch.__version__,
+            "median_img_per_s": {k: round(v, 1) for k, v in median.items()}}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
