@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--until", type=int, default=None, metavar="STEP",
                        help="diffusion recipes: stop (and checkpoint) at this step; unlike --steps, the lr schedule "
                             "stays that of the whole run (a snapshot mid-way)")
-    train.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+    train.add_argument("--precision", choices=["fp32", "bf16"], default=None,  # training.PRECISIONS (no torch import here)
                        help="diffusion recipes: bf16 runs the forward pass under bf16 autocast (1.8x for ddpm_cond_wide on a "
                             "CPU with AVX-512 BF16; the card states it); default: the recipe's (fp32)")
     train.add_argument("--no-export", action="store_true", help="keep the training state, do not export weights")

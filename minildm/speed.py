@@ -20,6 +20,7 @@ from minildm.models.peers import LAYOUTS as PEERS  # noqa: F401  (re-exported fo
 from minildm.models.peers import DiffusersUNet, PeerConfig
 from minildm.models.unet import UNet
 from minildm.pipelines.diffusion import sample_batched
+from minildm.training import precision_context
 
 
 def diffusers_peer(name: str = "same-layout", image_size: int = 32, channels: int = 1):
@@ -54,7 +55,7 @@ def train_throughput(model: torch.nn.Module, batch_size: int = 128, image_size: 
     cond = (torch.randint(0, num_classes + 1, (batch_size,), device=device),) if num_classes else ()  # class models
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with precision_context(precision, device):
             out = model(x_t, t, *cond)
         loss = torch.nn.functional.mse_loss(getattr(out, "sample", out).float(), eps)
         opt.zero_grad(set_to_none=True)

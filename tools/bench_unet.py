@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
+
 import torch
 
 from minildm.speed import PEERS, diffusers_peer, num_parameters, train_throughput  # noqa: E402  (one copy)
+from minildm.training import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--recipe", default=None, help="time this diffusion recipe's UNet (default: the default UNetConfig)")
     p.add_argument("--out", default=None, help="also write the medians (img/s) and the setting to this JSON file")
-    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
                    help="also time minildm under bf16 autocast (`minildm train --precision bf16`)")
     args = p.parse_args(argv)
     if args.threads:
@@ -78,14 +82,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:22s} {num_parameters(models[model_name]) / 1e6:5.2f}M params  {median[name]:7.1f} img/s  "
               f"{first} is {ratio:.2f}x")
     if args.out:
-        import json
-        from pathlib import Path
         from minildm.recipes import device_description
-        Path(args.out).write_text(json.dumps({
-            "command": "python tools/bench_unet.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        from minildm.studies import write_json_atomic
+        write_json_atomic(Path(args.out), {
+            "command": "python tools/bench_unet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "model_config": args.recipe or "UNetConfig()", "batch_size": args.batch_size, "threads": torch.get_num_threads(),
             "rounds": args.rounds, "device": device_description(torch.device("cpu")), "torch": torch.__version__,
-            "median_img_per_s": {k: round(v, 1) for k, v in median.items()}}, indent=2) + "\n")
+            "median_img_per_s": {k: round(v, 1) for k, v in median.items()}})
 
 
 if __name__ == "__main__":
