@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from minildm.speed import PEERS, diffusers_peer, num_parameters, train_throughput  # noqa: E402  (one copy)
+from minildm.recipes import DIFFUSION_RECIPES
 from minildm.training import PRECISIONS
 
 
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peer", nargs="*", choices=sorted(PEERS), default=["same-layout", "classic"],
                    help="diffusers peers to time beside minildm (`--peer` alone: none)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--recipe", default=None, help="time this diffusion recipe's UNet (default: the default UNetConfig)")
+    p.add_argument("--recipe", default=None, choices=sorted(DIFFUSION_RECIPES),
+                   help="time this diffusion recipe's UNet (default: the default UNetConfig)")
     p.add_argument("--out", default=None, help="also write the medians (img/s) and the setting to this JSON file")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
                    help="also time minildm under bf16 autocast (`minildm train --precision bf16`)")
@@ -54,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     if args.recipe:
-        from minildm.recipes import DIFFUSION_RECIPES
         config = DIFFUSION_RECIPES[args.recipe].model
     else:
         config = UNetConfig()
