@@ -56,6 +56,9 @@ TARGETS = {
          "recipe and seeds (`tools/width_study.py`; `results/width_study.json`): FID ratio and class accuracy", "",
          lambda rows, every: _study("equal_images_summary")(_study("WIDTH_RESULTS"), "ddpm_cond_wide",
                                                            "ddpm_cond")),
+        ("capacity near the shipped budget: ddpm_cond_wide after its 40,000-step recipe (commands: README.md, "
+         "Reproducing the checkpoints) vs this model's row measured alike (`results/metrics.json`), ddpm_cond_wide first", "",
+         lambda rows, every: _study("alike_at_n")(rows, every, "ddpm_cond_wide")),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
