@@ -58,7 +58,7 @@ TARGETS = {
                                                            "ddpm_cond")),
         ("capacity near the shipped budget: ddpm_cond_wide after its 40,000-step recipe (commands: README.md, "
          "Reproducing the checkpoints) vs this model's row measured alike (`results/metrics.json`), ddpm_cond_wide first", "",
-         lambda rows, every: _study("alike_at_n")(rows, every, "ddpm_cond_wide")),
+         lambda rows, every: _vs_alike(rows, every, "ddpm_cond_wide")),
     ],
     "ldm_cond": [
         ("training images/s vs the pixel model (ddpm_cond), same machine", "≥ 10x",
@@ -233,6 +233,19 @@ def _vs_peer(rows, every, peer: str = "ddpm_cond_peer"):
     better = best["fid_ratio"] < p["fid_ratio"] and best["class_accuracy"] > p["class_accuracy"]
     return (f"FID ratio {best['fid_ratio']:.2f} vs {p['fid_ratio']:.2f}, accuracy {best['class_accuracy']:.3f} vs "
             f"{p['class_accuracy']:.3f}: {'better on both' if better else 'not better on both'} ({budget:,} images each)")
+
+
+def _vs_alike(rows: dict, every: dict, other: str, min_n: int = 5000) -> str | None:
+    """Each seed-0 row of checkpoint `other` (n >= `min_n`, in `every`) beside the card's own row measured alike
+    (`_same_setting`): "ddim-50, s = 1.25: FID ratio 1.89 vs 1.96, accuracy 0.948 vs 0.942 (5,120,000 vs
+    4,928,000 images; n = 5,000)", or None when no pair was measured. E.g. ddpm_cond_wide on ddpm_cond's card."""
+    out = []
+    for o in (r for r in every.values() if r.get("model") == other and r["n_samples"] >= min_n and not r.get("seed")):
+        for m in (r for r in rows.values() if not r.get("seed") and _same_setting({**r, "model": other}, o)):
+            out.append(f"{_sampler_label(o)}: FID ratio {o['fid_ratio']:.2f} vs {m['fid_ratio']:.2f}, accuracy "
+                       f"{o['class_accuracy']:.3f} vs {m['class_accuracy']:.3f} ({o.get('train_images_seen') or 0:,} "
+                       f"vs {m.get('train_images_seen') or 0:,} images; n = {o['n_samples']:,})")
+    return "; ".join(out) or None
 
 
 def _train_floor_ratios(row):

@@ -214,20 +214,6 @@ def equal_images_summary(path: Path = BUDGET_RESULTS, mine: str = "ddpm_cond", o
             f"({a['images_seen']:,} images each; n = {a['n_samples']:,}, s = {a['guidance_scale']:g}, {a['sampler']})")
 
 
-def alike_at_n(rows: dict, every: dict, other: str, min_n: int = 5000) -> str | None:
-    """Each seed-0 row of checkpoint `other` (n >= `min_n`, in `every`) beside the card's own row measured alike
-    (`cards._same_setting`): "ddim-50, s = 1.25: FID ratio 1.89 vs 1.96, accuracy 0.948 vs 0.942 (5,120,000 vs
-    4,928,000 images; n = 5,000)", or None when no pair was measured. E.g. ddpm_cond_wide on ddpm_cond's card."""
-    from minildm.cards import _same_setting, _sampler_label
-    out = []
-    for o in (r for r in every.values() if r.get("model") == other and r["n_samples"] >= min_n and not r.get("seed")):
-        for m in (r for r in rows.values() if not r.get("seed") and _same_setting({**r, "model": other}, o)):
-            out.append(f"{_sampler_label(o)}: FID ratio {o['fid_ratio']:.2f} vs {m['fid_ratio']:.2f}, accuracy "
-                       f"{o['class_accuracy']:.3f} vs {m['class_accuracy']:.3f} ({o.get('train_images_seen') or 0:,} "
-                       f"vs {m.get('train_images_seen') or 0:,} images; n = {o['n_samples']:,})")
-    return "; ".join(out) or None
-
-
 def equal_time_ratio(minutes: float, path: Path = RESULTS) -> float | None:
     """Latent FID over pixel FID at equal training wall-clock, from `python -m minildm.studies eval` (n >= 5,000)."""
     rows = json.loads(path.read_text()).values() if path.exists() else []

@@ -189,6 +189,20 @@ def test_card_targets_use_the_best_guided_row_with_enough_samples():
     assert _ddim_vs_ddpm(ddpm) == 1.25                      # compared at the same n
 
 
+def test_card_vs_alike_pairs_rows_measured_alike_only():
+    from minildm.cards import _vs_alike
+    like = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.25, "ddim_eps_from_clipped_x0": True,
+            "timestep_spacing": "leading", "eta": 0.0, "n_samples": 5000}
+    mine = {"m": {**like, "model": "ddpm_cond", "fid_ratio": 1.96, "class_accuracy": 0.942, "train_images_seen": 100},
+            "m100": {**like, "steps": 100, "model": "ddpm_cond", "fid_ratio": 1.7, "class_accuracy": 0.95}}
+    wide = {**like, "model": "ddpm_cond_wide", "fid_ratio": 1.89, "class_accuracy": 0.948, "train_images_seen": 200}
+    assert _vs_alike(mine, {}, "ddpm_cond_wide") is None                     # not measured: no pair
+    assert _vs_alike(mine, {"w": {**wide, "n_samples": 1000}}, "ddpm_cond_wide") is None  # below min_n
+    assert _vs_alike(mine, {"w": {**wide, "guidance_scale": 2.0}}, "ddpm_cond_wide") is None  # other scale
+    assert _vs_alike(mine, {"w": wide}, "ddpm_cond_wide") == (
+        "ddim-50, s = 1.25: FID ratio 1.89 vs 1.96, accuracy 0.948 vs 0.942 (200 vs 100 images; n = 5,000)")
+
+
 def test_card_compares_with_the_diffusers_recipe_only_at_the_same_budget_and_setting():
     from minildm.cards import _vs_peer
     like = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.0, "ddim_eps_from_clipped_x0": True,

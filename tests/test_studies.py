@@ -138,19 +138,6 @@ def test_equal_images_summary_pairs_only_rows_measured_alike(tmp_path):
         "FID ratio 1.50 vs 2.00, accuracy 0.950 vs 0.900: better on both (640,000 images each")  # the width study
 
 
-def test_alike_at_n_pairs_rows_measured_alike_only():
-    like = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.25, "ddim_eps_from_clipped_x0": True,
-            "timestep_spacing": "leading", "eta": 0.0, "n_samples": 5000}
-    mine = {"m": {**like, "model": "ddpm_cond", "fid_ratio": 1.96, "class_accuracy": 0.942, "train_images_seen": 100},
-            "m100": {**like, "steps": 100, "model": "ddpm_cond", "fid_ratio": 1.7, "class_accuracy": 0.95}}
-    wide = {**like, "model": "ddpm_cond_wide", "fid_ratio": 1.89, "class_accuracy": 0.948, "train_images_seen": 200}
-    assert studies.alike_at_n(mine, {}, "ddpm_cond_wide") is None                     # not measured: no pair
-    assert studies.alike_at_n(mine, {"w": {**wide, "n_samples": 1000}}, "ddpm_cond_wide") is None  # below min_n
-    assert studies.alike_at_n(mine, {"w": {**wide, "guidance_scale": 2.0}}, "ddpm_cond_wide") is None  # other scale
-    assert studies.alike_at_n(mine, {"w": wide}, "ddpm_cond_wide") == (
-        "ddim-50, s = 1.25: FID ratio 1.89 vs 1.96, accuracy 0.948 vs 0.942 (200 vs 100 images; n = 5,000)")
-
-
 def test_width_study_reads_ddpm_conds_snapshots_from_git_and_names_what_is_missing(tmp_path):
     import importlib.util
     from pathlib import Path
