@@ -27,7 +27,7 @@ from minildm.models.unet import UNet
 from minildm.pipelines.diffusion import sample_batched
 from minildm.pipelines.guided import guided_sample
 from minildm.recipes import device_description
-from minildm.schedulers import DDIMScheduler, DDPMScheduler
+from minildm.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from minildm.schedulers.schedules import TIMESTEP_SPACINGS
 from minildm.speed import (PEERS, compare_throughput, diffusers_peer, num_parameters,  # noqa: F401  (re-exported)
                            sample_seconds_per_image, train_speed, train_throughput)
@@ -49,6 +49,13 @@ def schedulers_for(model, guided: bool = False, spacing: str = "leading",
               prediction_type=meta["prediction_type"],
               clip_sample=meta.get("latent_vae") is None)  # latents are unit-variance, not [-1, 1] images
     return DDPMScheduler(**kw), DDIMScheduler(**kw, use_clipped_model_output=guided or clipped_eps, timestep_spacing=spacing, eta=eta)
+
+
+def dpm_solver_for(model) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++(2M) for a shipped pixel model (diffusers' defaults: "linspace" timesteps; x0 clipped to [-1, 1])."""
+    meta = model.meta
+    return DPMSolverMultistepScheduler(num_train_timesteps=meta["num_train_timesteps"],
+                                       beta_schedule=meta["beta_schedule"], prediction_type=meta["prediction_type"])
 
 
 def ddim_fields(sampler: str, spacing: str, eta: float) -> dict:
@@ -109,7 +116,7 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
     from minildm.recipes import DIFFUSION_RECIPES
     model = checkpoints.load_model(DIFFUSION_RECIPES[name].model_class, checkpoints.find(name), device=device)
     ddpm, ddim = schedulers_for(model, guided=True, spacing=spacing, eta=eta)
-    scheduler, steps_arg = (ddim, steps) if sampler == "ddim" else (ddpm, None)
+    scheduler, steps_arg = {"ddim": (ddim, steps), "ddpm": (ddpm, None), "dpm++2m": (dpm_solver_for(model), steps)}[sampler]
     labels = torch.arange(n) % model.config.num_classes  # every class equally often
     start = time.perf_counter()
     images = guided_batched(model, scheduler, labels, guidance_scale, steps_arg, seed=seed, device=device,
@@ -118,8 +125,9 @@ def bench_ddpm_cond(n: int, sampler: str, steps: int, device, quick: bool, guida
     acc = metrics.class_accuracy(images, labels)
     return {**metrics.fid_report(images), "model": name, "sampler": sampler,
             "train_images_seen": model.meta.get("images_seen"),  # the budget, for same-budget comparisons
-            "steps": steps if sampler == "ddim" else 1000, "guidance_scale": guidance_scale,
+            "steps": 1000 if sampler == "ddpm" else steps, "guidance_scale": guidance_scale,
             "ddim_eps_from_clipped_x0": sampler == "ddim", **ddim_fields(sampler, spacing, eta), **seed_field(seed),
+            **({"solver_timestep_spacing": scheduler.timestep_spacing} if sampler == "dpm++2m" else {}),
             **interval_field(guidance_interval), "params": num_parameters(model),
             "class_accuracy": round(acc["overall"], 4),
             "class_accuracy_per_class": [round(a, 4) for a in acc["per_class"]],
@@ -243,6 +251,8 @@ BENCHES = {"ddpm": bench_ddpm, "ddpm_cond": bench_ddpm_cond, "vae": bench_vae, "
 TEXT_MODELS = ("ldm_text", "ldm_text_tiny")
 DDIM_OPTION_MODELS = ("ddpm", "ddpm_cond", "ddpm_cond_peer", "ddpm_cond_wide", "ldm_cond")  # the benches that take --spacing and --eta
 GUIDED_MODELS = ("ddpm_cond", "ddpm_cond_peer", "ddpm_cond_wide", "ldm_cond")  # class-conditional: a row per guidance scale
+PIXEL_GUIDED_MODELS = ("ddpm_cond", "ddpm_cond_peer", "ddpm_cond_wide")  # the ones --sampler dpm++2m applies to
+SAMPLERS = ("ddim", "ddpm", "dpm++2m")
 
 
 def shipped_models() -> list[str]:
@@ -255,6 +265,8 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
         clipped_eps: bool = False, seed: int = 0, guidance_interval: tuple[int, int] | None = None) -> list[dict]:
     """Measure the given models (default: all shipped) and merge the rows into `out_dir/metrics.json`.
 
+    `sampler`: "ddim" (`steps` steps), "ddpm" (all T steps) or "dpm++2m" (DPM-Solver++(2M), `steps` steps; the
+    pixel class-conditional models only).
     `guidance_scale`: one CFG scale or a list (a sweep: one row per scale) for class-conditional models.
     `spacing`, `eta`: DDIM's timestep spacing and noise, for ddpm, ddpm_cond and ldm_cond (row keys name
     them when they differ from "leading" and 0).
@@ -267,8 +279,11 @@ def run(models: list[str] | None = None, n: int = 5000, sampler: str = "ddim", s
     unknown = sorted(m for m in set(models) - set(BENCHES) if not m.startswith("vae_"))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}: choose from {sorted(BENCHES)}.")
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"unknown sampler {sampler!r}: use ddim or ddpm.")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}.")
+    if sampler == "dpm++2m" and set(models) - set(PIXEL_GUIDED_MODELS):
+        raise ValueError(f"--sampler dpm++2m is measured for {', '.join(PIXEL_GUIDED_MODELS)} only, not for "
+                         f"{sorted(set(models) - set(PIXEL_GUIDED_MODELS))}.")
     if n < 2:
         raise ValueError(f"n={n}: FID needs at least 2 samples (5,000 recommended).")
     if spacing not in TIMESTEP_SPACINGS:

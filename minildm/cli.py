@@ -266,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CFG scale(s) s for class-conditional models (s=1 conditional, s=0 unconditional); "
                             "several values give a sweep, one row each")
     bench.add_argument("-n", type=int, default=None, help="samples per model (default 5000; 64 in quick mode)")
-    bench.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"],
-                       help="ddim (default, --steps steps) or ddpm (all 1000 steps; hours for 5,000 samples on CPU)")
-    bench.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    bench.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm++2m"],
+                       help="ddim (default, --steps steps), ddpm (all 1000 steps; hours for 5,000 samples on CPU) or "
+                            "dpm++2m (DPM-Solver++(2M), --steps steps; ddpm_cond and its peers)")
+    bench.add_argument("--steps", type=int, default=50, help="DDIM or DPM-Solver steps (default 50)")
     bench.add_argument("--spacing", default="leading", choices=["leading", "trailing", "linspace"],
                        help="DDIM timestep spacing (default leading, as diffusers; Lin et al. 2023 Table 2)")
     bench.add_argument("--eta", type=float, default=0.0,

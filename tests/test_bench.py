@@ -72,6 +72,8 @@ def test_bench_rejects_bad_arguments():
         bench.run(["ddpm"], n=8, sampler="ddpm", spacing="trailing", quick=True)
     with pytest.raises(ValueError, match=r"not to \['vae'\]"):
         bench.run(["ddpm", "vae"], n=8, eta=1.0, quick=True)
+    with pytest.raises(ValueError, match=r"dpm\+\+2m is measured for ddpm_cond.*not for \['ddpm'\]"):
+        bench.run(["ddpm"], n=8, sampler="dpm++2m", quick=True)
 
 
 def test_row_keys_name_non_default_ddim_settings():
@@ -88,6 +90,15 @@ def test_ddim_settings_reach_the_sampler(tmp_path):
     assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["ddpm / ddim-5 trailing eta=1 / n=8"]
     default = bench.run(["ddpm"], n=8, steps=5, out_dir=tmp_path, quick=True, readme=False)[0]
     assert default["fid"] != rows[0]["fid"]  # other timesteps and fresh noise: other samples
+
+
+def test_dpm_solver_reaches_the_guided_bench(tmp_path):
+    rows = bench.run(["ddpm_cond"], n=20, steps=4, out_dir=tmp_path, quick=True, readme=False, sampler="dpm++2m",
+                     guidance_scale=1.25)
+    assert rows[0]["sampler"] == "dpm++2m" and rows[0]["steps"] == 4 and rows[0]["solver_timestep_spacing"] == "linspace"
+    assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["ddpm_cond / dpm++2m-4 / s=1.25 / n=20"]
+    ddim = bench.run(["ddpm_cond"], n=20, steps=4, out_dir=tmp_path, quick=True, readme=False, guidance_scale=1.25)[0]
+    assert ddim["fid"] != rows[0]["fid"]  # the same noise through another solver: other samples
 
 
 def test_cli_bench_reports_errors(capsys):

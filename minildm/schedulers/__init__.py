@@ -4,8 +4,8 @@
     x_t = scheduler.add_noise(x0, eps, t)            # training: q(x_t | x0)
     out = scheduler.step(model_output, t, x_t, generator=None)   # sampling: StepOutput(prev_sample, pred_x0)
 
-`schedules.py` holds the betas, `StepOutput` and the shared base class `NoiseSchedule`; `ddpm.py` and
-`ddim.py` add a sampler each.
+`schedules.py` holds the betas, `StepOutput` and the shared base class `NoiseSchedule`; `ddpm.py`,
+`ddim.py` and `dpm_solver.py` (DPM-Solver++(2M), chapter 02) add a sampler each.
 
 References:
     Ho, Jain, Abbeel (2020), "Denoising Diffusion Probabilistic Models", arXiv:2006.11239.
@@ -13,10 +13,13 @@ References:
     Nichol, Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", arXiv:2102.09672.
     Salimans, Ho (2022), "Progressive Distillation for Fast Sampling of Diffusion Models" (v-prediction),
     arXiv:2202.00512.
+    Lu et al. (2022), "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+    arXiv:2211.01095.
 
 Derived in notebooks/01_ddpm_from_scratch.ipynb.
 """
 from .ddim import DDIMScheduler
+from .dpm_solver import DPMSolverMultistepScheduler, dpm_timesteps
 from .ddpm import DDPMScheduler, posterior_coefficients
 from .schedules import (
     PREDICTION_TYPES,
@@ -33,11 +36,13 @@ from .schedules import (
 __all__ = [
     "DDIMScheduler",
     "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
     "NoiseSchedule",
     "PREDICTION_TYPES",
     "SCHEDULES",
     "StepOutput",
     "TIMESTEP_SPACINGS",
+    "dpm_timesteps",
     "extract",
     "make_betas",
     "posterior_coefficients",
