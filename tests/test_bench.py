@@ -175,7 +175,8 @@ def test_class_conditional_bench_reports_accuracy(tmp_path, monkeypatch):
 
 
 def test_card_targets_use_the_best_guided_row_with_enough_samples():
-    from minildm.cards import _best_guided, _best_scale_of, _ddim_vs_ddpm, _guided_summary
+    from minildm.cards import _best_guided, _best_scale_of, _guided_summary
+    from minildm.cards_ddpm import ddim_vs_ddpm as _ddim_vs_ddpm
     ddim = {"sampler": "ddim", "steps": 50}
     rows = {"a / s=1": {"n_samples": 5000, "class_accuracy": 0.8, "fid_ratio": 3.0, "guidance_scale": 1.0, **ddim},
             "a / s=3": {"n_samples": 5000, "class_accuracy": 0.93, "fid_ratio": 5.0, "guidance_scale": 3.0, **ddim},
@@ -234,7 +235,7 @@ def test_card_compares_with_the_diffusers_recipe_only_at_the_same_budget_and_set
 
 
 def test_card_compares_the_best_ddim_setting_over_fresh_seeds():
-    from minildm.cards import _ddim_vs_ddpm_mean
+    from minildm.cards_ddpm import ddim_vs_ddpm_mean as _ddim_vs_ddpm_mean
     base = {"model": "ddpm", "sampler": "ddim", "steps": 50, "n_samples": 1000}
     rows = {"ddpm / ddpm-1000 / n=1000": {"model": "ddpm", "sampler": "ddpm", "n_samples": 1000, "fid": 1.0},
             "ddpm / ddpm-1000 / n=1000 / seed=1": {"model": "ddpm", "sampler": "ddpm", "n_samples": 1000, "fid": 1.2,
