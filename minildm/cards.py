@@ -310,9 +310,12 @@ def write_card(name: str, results_path: Path = RESULTS_JSON, out_dir: Path = SHI
     scales = sorted({r["guidance_scale"] for r in rows.values() if "guidance_scale" in r})
     sweep = (" --guidance-scale " + " ".join(f"{s:g}" for s in scales)) if scales else ""
     ddpm_n = max((r["n_samples"] for r in rows.values() if r.get("sampler") == "ddpm"), default=1000)
+    dpm = ("one named `dpm++2m-100` adds `--sampler dpm++2m --steps 100` (DPM-Solver++(2M)), "
+           if any(r.get("sampler") == "dpm++2m" for r in rows.values()) else "")
     lines += ["", "Commands: `python -m minildm bench " + name + sweep + " -n 5000` (DDIM-50) and "
               "`python -m minildm bench " + name + sweep + f" --sampler ddpm -n {ddpm_n}` (DDPM-1000); a row named "
-              "`ddim-100` adds `--steps 100`, a DDIM row named `trailing` or `eta=...` adds `--spacing trailing` or `--eta ...`, one named `clipped-eps` adds "
+              "`ddim-100` adds `--steps 100`, " + dpm + "a DDIM row "
+              "named `trailing` or `eta=...` adds `--spacing trailing` or `--eta ...`, one named `clipped-eps` adds "
               "`--clipped-eps`, one with `s=3 in (100, 600]` adds `--guidance-scale 3 --guidance-interval 100 600`, and one "
               "ending in `/ seed=1` adds `--seed 1`.", "",
               "## Targets", "", "| target | goal | measured |", "|---|---|---|"]
