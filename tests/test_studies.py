@@ -11,21 +11,9 @@ from minildm.models.unet import UNet, UNetConfig
 from minildm.training import TrainConfig, train_diffusion
 from minildm.schedulers import DDPMScheduler
 
-TINY = dict(base_channels=8, channel_mults=(1, 2), attention=("none", "full"), heads=1, head_dim=8, groups=4,
-            time_dim=16, cross_attention=(False, False))
+from tiny import TINY, tiny_data, tiny_unet  # tests/tiny.py
+
 SCHED = DDPMScheduler(100, beta_schedule="cosine")
-
-
-def tiny_unet(**kw):
-    torch.manual_seed(0)
-    return UNet(UNetConfig(image_size=8, **{**TINY, **kw}))
-
-
-def tiny_data(n=48, with_labels=False):
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
-    labels = torch.randint(0, 10, (n,), generator=g)
-    return torch.utils.data.TensorDataset(x0, labels) if with_labels else torch.utils.data.TensorDataset(x0)
 
 
 def test_max_seconds_stops_early_checkpoints_and_resumes_exactly(tmp_path):
