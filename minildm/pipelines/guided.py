@@ -88,6 +88,18 @@ def check_guidance_interval(interval) -> tuple[int, float]:
 
 
 @torch.no_grad()
+def _prepare(model, scheduler, labels, num_inference_steps, device) -> tuple[torch.Tensor, tuple, torch.device]:
+    """The set-up both guided loops share: check the arguments, eval mode, the scheduler's timesteps.
+    Returns the labels on the device as int64 `(B,)`, the sample shape `(B, C, H, W)` and the device."""
+    config = model.config
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    shape = (labels.shape[0], config.in_channels, config.image_size, config.image_size)     # (B, C, H, W)
+    check_sampling_args(model, shape, labels, num_inference_steps)
+    model.eval()
+    scheduler.set_timesteps(num_inference_steps)
+    return labels.to(device).long(), shape, device                                  # labels (B,)
+
+
 def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guidance_scale: float = 3.0,
                   generator: torch.Generator | None = None, num_inference_steps: int | None = None,
                   device: str | torch.device | None = None, return_intermediates: bool = False,
@@ -108,13 +120,7 @@ def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guida
     """
     num_classes, guidance_scale = _check_guided_args(model, labels, guidance_scale)
     lo, hi = check_guidance_interval(guidance_interval)
-    config = model.config
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    shape = (labels.shape[0], config.in_channels, config.image_size, config.image_size)
-    check_sampling_args(model, shape, labels, num_inference_steps)
-    model.eval()
-    scheduler.set_timesteps(num_inference_steps)
-    labels = labels.to(device).long()                                               # (B,)
+    labels, shape, device = _prepare(model, scheduler, labels, num_inference_steps, device)
     null = torch.full_like(labels, num_classes)                                     # (B,) the null class
     if negative_labels is not None:                                                 # a negative "prompt"
         _check_guided_args(model, negative_labels, guidance_scale)
@@ -171,13 +177,7 @@ def brightness_guided_sample(model: torch.nn.Module, scheduler, labels: torch.Te
     if not 0.0 <= target_brightness <= 1.0:
         raise ValueError(f"target_brightness is a mean pixel value on the [0, 1] scale (0 black, 1 white), "
                          f"got {target_brightness}.")
-    config = model.config
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    shape = (labels.shape[0], config.in_channels, config.image_size, config.image_size)
-    check_sampling_args(model, shape, labels, num_inference_steps)
-    model.eval()
-    scheduler.set_timesteps(num_inference_steps)
-    labels = labels.to(device).long()                                               # (B,)
+    labels, shape, device = _prepare(model, scheduler, labels, num_inference_steps, device)
     cond_in = torch.cat([torch.full_like(labels, num_classes), labels])             # (2B,) [uncond, cond]
     x_t = initial_noise(shape, generator, device) * scheduler.init_noise_sigma     # x_T ~ N(0, I)
     for t in tqdm(scheduler.timesteps, desc="brightness guidance", disable=not progress, leave=False):
