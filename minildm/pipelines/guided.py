@@ -87,7 +87,6 @@ def check_guidance_interval(interval) -> tuple[int, float]:
     return lo, hi
 
 
-@torch.no_grad()
 def _prepare(model, scheduler, labels, num_inference_steps, device) -> tuple[torch.Tensor, tuple, torch.device]:
     """The set-up both guided loops share: check the arguments, eval mode, the scheduler's timesteps.
     Returns the labels on the device as int64 `(B,)`, the sample shape `(B, C, H, W)` and the device."""
@@ -100,6 +99,7 @@ def _prepare(model, scheduler, labels, num_inference_steps, device) -> tuple[tor
     return labels.to(device).long(), shape, device                                  # labels (B,)
 
 
+@torch.no_grad()
 def guided_sample(model: torch.nn.Module, scheduler, labels: torch.Tensor, guidance_scale: float = 3.0,
                   generator: torch.Generator | None = None, num_inference_steps: int | None = None,
                   device: str | torch.device | None = None, return_intermediates: bool = False,
