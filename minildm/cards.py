@@ -39,6 +39,8 @@ TARGETS = {
          lambda rows, every: (_best_guided(rows) or {}).get("class_accuracy")),
         ("feature-FID ratio at that scale (n ≥ 5,000)", "≤ 1.5", lambda rows, every: (_best_guided(rows) or {}).get("fid_ratio")),
         ("the best row (sampler, guidance scale)", "", lambda rows, every: _best_scale_of(rows)),
+        ("the same ratio, that row sampled again with seed 1 (a check on a setting chosen on seed 0)", "≤ 1.5",
+         lambda rows, every: (_same_on_seed(rows, _best_guided(rows)) or {}).get("fid_ratio")),
         ("meanwhile at n = 1,000 (not the target's n: the floor is larger there, so ratios read much lower than "
          "at 5,000): the best scale's class accuracy, FID ratio", "",
          lambda rows, every: _guided_summary(_best_guided(rows, min_n=1000, max_n=1000))),
