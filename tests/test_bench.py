@@ -424,6 +424,18 @@ def test_card_reads_targets_from_seed_0_rows_and_checks_them_on_seed_1():
     assert _same_on_seed(rows, rows["a"]) is rows["a / seed=1"] and _same_on_seed(rows, rows["b"]) is None
 
 
+def test_card_reports_each_other_seed_and_their_mean():
+    from minildm.cards import _other_seeds
+    base = {"model": "ddpm_cond", "sampler": "dpm++2m", "steps": 100, "n_samples": 5000, "guidance_scale": 1.25}
+    rows = {"a": {**base, "fid_ratio": 1.69}, "a / seed=2": {**base, "fid_ratio": 1.8, "seed": 2},
+            "a / seed=1": {**base, "fid_ratio": 1.9, "seed": 1},
+            "a / n=1000 / seed=1": {**base, "n_samples": 1000, "fid_ratio": 1.1, "seed": 1}}
+    assert _other_seeds(rows, rows["a"]) == "1.90 (seed 1), 1.80 (seed 2); mean 1.85"   # n = 1,000 is not alike
+    del rows["a / seed=2"]
+    assert _other_seeds(rows, rows["a"]) == "1.90 (seed 1)"
+    assert _other_seeds(rows, {**base, "steps": 50}) is None and _other_seeds(rows, None) is None
+
+
 def test_rows_record_the_weights_they_measured_and_cards_drop_rows_of_earlier_weights(quick_rows, tmp_path):
     from minildm.cards import write_card
     from minildm.checkpoints import find, sha256_file
