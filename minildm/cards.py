@@ -158,9 +158,17 @@ def _same_on_seed(rows, row, seed: int = 1):
     return same[0] if same else None
 
 
+def fresh_seeds(rows, row) -> list[dict]:
+    """The rows measured like `row` (`_same_setting`) on sampling seeds other than 0, by seed: checks of a setting
+    chosen on seed 0."""
+    if not row:
+        return []
+    return sorted((r for r in rows.values() if r.get("seed") and _same_setting(r, row)), key=lambda r: r["seed"])
+
+
 def _other_seeds(rows, row, key: str = "fid_ratio"):
     """E.g. "1.90 (seed 1), 1.80 (seed 2); mean 1.85": `key` of the rows measured like `row` on seeds other than 0."""
-    others = sorted((r for r in rows.values() if r.get("seed") and row and _same_setting(r, row)), key=lambda r: r["seed"])
+    others = fresh_seeds(rows, row)
     if not others:
         return None
     each = ", ".join(f"{r[key]:.2f} (seed {r['seed']})" for r in others)

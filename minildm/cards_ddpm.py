@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from minildm.cards import _div, _row, _same_on_seed, _same_setting
+from minildm.cards import _div, _row, _same_on_seed, fresh_seeds
 
 
 def ddim_vs_ddpm(rows, best: bool = False, seed: int = 0):
@@ -47,7 +47,7 @@ def ddim_vs_ddpm_mean(rows):
     best = _ddim_best_row(rows)
     if best is None:
         return None
-    fresh = sorted((r for r in rows.values() if r.get("seed", 0) and _same_setting(r, best)), key=lambda r: r["seed"])
+    fresh = fresh_seeds(rows, best)
     ddpm = sorted((r for k, r in rows.items() if k.startswith("ddpm / ddpm-1000") and r["n_samples"] == best["n_samples"]),
                   key=lambda r: r.get("seed", 0))
     if len(fresh) < 2 or not ddpm:
